@@ -1,0 +1,22 @@
+//! HTTP: the WebSocket upgrade, the publish API and health, on one port.
+
+pub mod health;
+pub mod publish;
+pub mod ws;
+
+use crate::state::ServerState;
+use actix_web::web;
+use std::sync::Arc;
+
+pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<ServerState>) {
+    let publish_limit = state.limits.max_publish_bytes;
+    cfg.app_data(web::Data::new(state))
+        .route("/rt/{hash}", web::get().to(ws::upgrade))
+        .service(
+            web::resource("/api/apps/{hash}/events")
+                .app_data(web::PayloadConfig::new(publish_limit))
+                .route(web::post().to(publish::publish)),
+        )
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz));
+}

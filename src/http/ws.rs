@@ -1,0 +1,178 @@
+//! `GET /rt/{hash}`: the WebSocket upgrade. The socket is held by a connection actor
+//! fed by the request body (decoded frames) and writing through the response body
+//! (an `OutboxBody`): one task per socket, no `actix_ws::Session` channel per send.
+
+use crate::actors::connection::ConnectionActor;
+use crate::auth::{self, Identity};
+use crate::config::InvalidToken;
+use crate::outbox::{Outbox, OutboxBody};
+use crate::protocol::{self, close};
+use crate::state::{Admission, Refused, ServerState};
+use actix::{Actor, AsyncContext};
+use actix_http::ws::{Codec, Frame, ProtocolError};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
+use futures_util::Stream;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use actix_codec::Decoder;
+
+pub async fn upgrade(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<Arc<ServerState>>,
+) -> HttpResponse {
+    let state = state.get_ref().clone();
+    if state.is_draining() {
+        return HttpResponse::ServiceUnavailable().body("draining");
+    }
+    let mut response = match actix_http::ws::handshake(req.head()) {
+        Ok(r) => r,
+        Err(e) => return HttpResponse::BadRequest().body(e.to_string()),
+    };
+    let offered = req
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    if let Some(p) = &offered {
+        // Browsers and `ws` abort unless the offered protocol is selected.
+        response.insert_header(("sec-websocket-protocol", p.as_str()));
+    }
+    let token = offered
+        .as_deref()
+        .map(|p| p.split(',').next().unwrap_or("").trim().to_string())
+        .or_else(|| {
+            req.headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|t| t.trim().to_string())
+        })
+        .filter(|t| !t.is_empty());
+
+    let limits = &state.limits;
+    let outbox = Outbox::new(limits.send_queue_bytes);
+    let refuse = |outbox: &Arc<Outbox>, message: Option<&str>, code: u16, reason: &str| {
+        if let Some(m) = message {
+            outbox.push(protocol::error_frame(None, m));
+        }
+        outbox.close(code, reason, false);
+    };
+    let Some(app) = state.apps.get(path.as_str()).cloned() else {
+        refuse(
+            &outbox,
+            Some("Unknown connection hash"),
+            close::UNAUTHORIZED,
+            "unknown connection hash",
+        );
+        return respond(response, OutboxBody::new(outbox));
+    };
+    let socket_id = auth::new_socket_id();
+    let identity = match token {
+        None => Identity::anonymous(socket_id),
+        Some(token) => match app.verifier.verify(&token, socket_id.clone()) {
+            Ok(identity) => identity,
+            Err(e) => {
+                let message = format!("Auth token rejected: {e}");
+                if app.config.invalid_token == InvalidToken::Reject {
+                    refuse(&outbox, Some(&message), close::UNAUTHORIZED, "token rejected");
+                    return respond(response, OutboxBody::new(outbox));
+                }
+                outbox.push(protocol::error_frame(None, &message));
+                Identity::anonymous(socket_id)
+            }
+        },
+    };
+    let user = identity
+        .authenticated
+        .then(|| (app.hash.clone(), identity.row_id_key()));
+    let admission = match Admission::admit(&state, user) {
+        Ok(a) => a,
+        Err(Refused::ServerFull) => {
+            refuse(&outbox, None, close::OVERLOAD, "server full");
+            return respond(response, OutboxBody::new(outbox));
+        }
+        Err(Refused::UserFull) => {
+            refuse(
+                &outbox,
+                None,
+                close::TOO_MANY_FOR_USER,
+                "too many connections for this user",
+            );
+            return respond(response, OutboxBody::new(outbox));
+        }
+    };
+    tracing::info!(
+        socket = %identity.socket_id,
+        app = %app.hash,
+        user = %identity.row_id_key(),
+        authenticated = identity.authenticated,
+        "connected"
+    );
+    let frames = FrameStream::new(payload, limits.max_frame_bytes);
+    let body = OutboxBody::new(outbox.clone());
+    ConnectionActor::create(move |ctx| {
+        ctx.add_stream(frames);
+        ConnectionActor::new(state, app, identity, outbox, admission, ctx.address())
+    });
+    respond(response, body)
+}
+
+fn respond(mut builder: actix_http::ResponseBuilder, body: OutboxBody) -> HttpResponse {
+    match builder.message_body(body) {
+        Ok(response) => HttpResponse::from(response).map_into_boxed_body(),
+        Err(e) => HttpResponse::from_error(e),
+    }
+}
+
+/// Decodes WebSocket frames from the request body.
+pub struct FrameStream {
+    payload: web::Payload,
+    buf: BytesMut,
+    codec: Codec,
+    done: bool,
+}
+
+impl FrameStream {
+    fn new(payload: web::Payload, max_frame_bytes: usize) -> Self {
+        Self {
+            payload,
+            buf: BytesMut::new(),
+            codec: Codec::new().max_size(max_frame_bytes),
+            done: false,
+        }
+    }
+}
+
+impl Stream for FrameStream {
+    type Item = Result<Frame, ProtocolError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.codec.decode(&mut this.buf) {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) => {}
+                Err(e) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            match Pin::new(&mut this.payload).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => this.buf.extend_from_slice(&bytes),
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Switchboard: a realtime WebSocket pub/sub broker that speaks the Xano Realtime V1
+//! protocol. See README.md for the architecture and PROTOCOL.md for the contract.
+
+pub mod actors;
+pub mod auth;
+pub mod cluster;
+pub mod config;
+pub mod http;
+pub mod outbox;
+pub mod protocol;
+pub mod rules;
+pub mod server;
+pub mod state;
+pub mod triggers;
+
+pub use config::Config;
+pub use server::{Server, ServerHandle};

@@ -1,0 +1,110 @@
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use switchboard::config::{Config, DEMO_SECRET};
+use switchboard::Server;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Realtime broker speaking the Xano Realtime V1 protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "pretty")]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default). Without --config: config/default.toml if present, else the embedded default.
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file (with environment overrides) and exit.
+    CheckConfig { file: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let config_path = match cli.command {
+        Some(Command::CheckConfig { file }) => {
+            return match Config::load(Some(&file)) {
+                Ok(c) => {
+                    eprintln!("{}: ok ({} apps)", file.display(), c.apps.len());
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Serve { config }) => config,
+        None => None,
+    };
+    let config_path = config_path.or_else(|| {
+        let default = PathBuf::from("config/default.toml");
+        default.exists().then_some(default)
+    });
+    let config = match Config::load(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("configuration: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    for app in &config.apps {
+        if app.jwt.secret.as_deref() == Some(DEMO_SECRET) {
+            tracing::warn!(
+                app = %app.hash,
+                "!!! app {:?} uses the PUBLIC DEMO JWT SECRET: anyone can mint tokens for it. \
+                 Set apps.jwt.secret (SWITCHBOARD__APPS__N__JWT__SECRET) before going live !!!",
+                app.hash
+            );
+        }
+    }
+    let result = actix_rt::System::new().block_on(async move {
+        let server = Server::bind(&config)?;
+        tracing::info!(addr = %server.addr, apps = config.apps.len(), "listening");
+        let handle = server.handle();
+        actix_rt::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal: draining");
+            handle.shutdown().await;
+        });
+        server.run().await
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("server error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

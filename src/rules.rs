@@ -1,0 +1,506 @@
+//! Channel names, rule matching and every permission decision of PROTOCOL.md
+//! section 3, as plain functions. Actors call these; they never decide themselves.
+
+use crate::auth::Identity;
+use crate::config::ChannelRule;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Why an action was refused; `Display` is the exact text of the `error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("Invalid channel name")]
+    InvalidName,
+    #[error("Channel not found")]
+    ChannelNotFound,
+    #[error("Anonymous clients cannot join this channel.")]
+    AnonymousNotAllowed,
+    #[error("Not allowed to join this channel")]
+    JoinNotAllowed,
+    #[error("Join rejected")]
+    JoinRejected,
+    #[error("Too many channels")]
+    TooManyChannels,
+    #[error("Not joined to this channel")]
+    NotJoined,
+    #[error("Public messaging is not allowed on this channel")]
+    PublicNotAllowed,
+    #[error("Private messaging is not allowed on this channel")]
+    PrivateNotAllowed,
+    #[error("Authentication required to send messages on this channel")]
+    AuthRequired,
+    #[error("Not allowed to publish on this channel")]
+    PublishNotAllowed,
+    #[error("Recipient not found in this channel")]
+    RecipientNotFound,
+    #[error("Rate limit exceeded")]
+    RateLimited,
+    #[error("Message rejected")]
+    MessageRejected,
+    #[error("Service unavailable")]
+    Unavailable,
+}
+
+/// A concrete channel name: 1 to 255 bytes, no control characters, whitespace or `*`.
+pub fn validate_channel_name(name: &str) -> Result<(), Denied> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '*');
+    if ok {
+        Ok(())
+    } else {
+        Err(Denied::InvalidName)
+    }
+}
+
+/// A rule pattern: a valid name, or a prefix followed by one final `*`.
+pub fn validate_pattern(pattern: &str) -> Result<(), String> {
+    let body = pattern.strip_suffix('*').unwrap_or(pattern);
+    if body.contains('*') {
+        return Err("`*` may only end a pattern".into());
+    }
+    if pattern.is_empty() || pattern.len() > 255 {
+        return Err("must be 1 to 255 bytes".into());
+    }
+    if body.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("must not contain whitespace or control characters".into());
+    }
+    Ok(())
+}
+
+/// An app's rules, indexed for lookup: exact names first, then the longest prefix.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    exact: HashMap<String, Arc<ChannelRule>>,
+    /// (prefix, rule), longest prefix first; a name matches when it is longer than the prefix.
+    prefixes: Vec<(String, Arc<ChannelRule>)>,
+}
+
+impl RuleSet {
+    pub fn new(rules: &[ChannelRule]) -> Self {
+        let mut set = RuleSet::default();
+        for rule in rules {
+            let rule = Arc::new(rule.clone());
+            if let Some(prefix) = rule.pattern.strip_suffix('*') {
+                set.prefixes.push((prefix.to_string(), rule));
+            } else {
+                if rule.settings.nested_channels {
+                    set.prefixes.push((format!("{}/", rule.pattern), rule.clone()));
+                }
+                set.exact.insert(rule.pattern.clone(), rule);
+            }
+        }
+        // Stable: among equal prefixes the rule written first wins.
+        set.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        set
+    }
+
+    /// The rule governing a concrete channel name.
+    pub fn find(&self, channel: &str) -> Option<&Arc<ChannelRule>> {
+        if let Some(rule) = self.exact.get(channel) {
+            return Some(rule);
+        }
+        self.prefixes
+            .iter()
+            .find(|(p, _)| channel.len() > p.len() && channel.starts_with(p.as_str()))
+            .map(|(_, r)| r)
+    }
+
+    /// Whether some channel starting with `prefix` (and longer than it) could have a rule:
+    /// decides whether a pattern event (`chat/*`) names anything at all.
+    pub fn covers_prefix(&self, prefix: &str) -> bool {
+        self.exact
+            .keys()
+            .any(|name| name.len() > prefix.len() && name.starts_with(prefix))
+            || self
+                .prefixes
+                .iter()
+                .any(|(p, _)| p.starts_with(prefix) || prefix.starts_with(p.as_str()))
+    }
+}
+
+/// The segment after the last `/` or `:`.
+pub fn last_segment(channel: &str) -> &str {
+    channel
+        .rfind(['/', ':'])
+        .map(|i| &channel[i + 1..])
+        .unwrap_or(channel)
+}
+
+fn holds_any_role(who: &Identity, roles: &[String]) -> bool {
+    roles.is_empty() || who.roles.iter().any(|r| roles.contains(r))
+}
+
+/// Join checks 2-4 of PROTOCOL.md section 3 (name validity, the trigger and the channel
+/// count are checked by the caller around this).
+pub fn check_join(rule: &ChannelRule, who: &Identity, channel: &str) -> Result<(), Denied> {
+    if !rule.active {
+        return Err(Denied::ChannelNotFound);
+    }
+    if !who.authenticated && !rule.settings.anonymous_clients {
+        return Err(Denied::AnonymousNotAllowed);
+    }
+    if !holds_any_role(who, &rule.join_roles) {
+        return Err(Denied::JoinNotAllowed);
+    }
+    if rule.owner_segment && (!who.authenticated || last_segment(channel) != who.row_id_key()) {
+        return Err(Denied::JoinNotAllowed);
+    }
+    Ok(())
+}
+
+/// A public message: allowed or not, and whether only authenticated members receive it.
+pub fn check_public_message(
+    rule: &ChannelRule,
+    sender: &Identity,
+    requested_authenticated: bool,
+) -> Result<bool, Denied> {
+    if !rule.public_messaging.active {
+        return Err(Denied::PublicNotAllowed);
+    }
+    if rule.public_messaging.auth && !sender.authenticated {
+        return Err(Denied::AuthRequired);
+    }
+    if !holds_any_role(sender, &rule.publish_roles) {
+        return Err(Denied::PublishNotAllowed);
+    }
+    Ok(requested_authenticated || (sender.authenticated && rule.settings.auth_channel))
+}
+
+/// A direct message to `target` (None: the target socket is not a member of the channel).
+pub fn check_direct_message(
+    rule: &ChannelRule,
+    sender: &Identity,
+    target_authenticated: Option<bool>,
+) -> Result<(), Denied> {
+    if !rule.private_messaging.active {
+        return Err(Denied::PrivateNotAllowed);
+    }
+    if rule.private_messaging.auth && !sender.authenticated {
+        return Err(Denied::AuthRequired);
+    }
+    if !holds_any_role(sender, &rule.publish_roles) {
+        return Err(Denied::PublishNotAllowed);
+    }
+    match target_authenticated {
+        None => Err(Denied::RecipientNotFound),
+        Some(false) if rule.private_messaging.auth => Err(Denied::AuthRequired),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Whether a member receives a frame meant for authenticated members only (live or from history).
+pub fn reaches(authenticated_only: bool, member_authenticated: bool) -> bool {
+    !authenticated_only || member_authenticated
+}
+
+/// The user an event is aimed at (`auth_id`, optionally within `auth_table`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTarget {
+    pub row_id: String,
+    pub dbo_id: Option<i64>,
+}
+
+/// Whether a member receives an event; `None` targets every member.
+pub fn event_reaches(target: Option<&EventTarget>, member: &Identity) -> bool {
+    match target {
+        None => true,
+        Some(t) => {
+            member.authenticated
+                && member.row_id_key() == t.row_id
+                && t.dbo_id.is_none_or(|d| d == member.dbo_id)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ChannelSettings, MessagingFlags};
+    use serde_json::json;
+
+    fn anon() -> Identity {
+        Identity::anonymous("s-anon".into())
+    }
+
+    fn user(id: i64, roles: &[&str]) -> Identity {
+        Identity {
+            socket_id: format!("s-{id}"),
+            authenticated: true,
+            dbo_id: 7,
+            row_id: json!(id),
+            extras: json!({}),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    fn rule(pattern: &str) -> ChannelRule {
+        ChannelRule::new(pattern)
+    }
+
+    #[test]
+    fn channel_names() {
+        let long = "a".repeat(256);
+        let max = "a".repeat(255);
+        for (name, ok) in [
+            ("chat/lobby", true),
+            ("room:1", true),
+            ("ünïcode", true),
+            (max.as_str(), true),
+            ("", false),
+            (long.as_str(), false),
+            ("has space", false),
+            ("tab\there", false),
+            ("nl\n", false),
+            ("chat/*", false),
+            ("a*b", false),
+        ] {
+            assert_eq!(validate_channel_name(name).is_ok(), ok, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        for (p, ok) in [
+            ("chat/*", true),
+            ("room:*", true),
+            ("announcements", true),
+            ("*", true),
+            ("a*b", false),
+            ("**", false),
+            ("", false),
+            ("a b*", false),
+        ] {
+            assert_eq!(validate_pattern(p).is_ok(), ok, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn matching_prefers_exact_then_longest_prefix() {
+        let mut nested = rule("forum");
+        nested.settings.nested_channels = true;
+        let set = RuleSet::new(&[
+            rule("chat/*"),
+            rule("chat/vip/*"),
+            rule("chat/special"),
+            rule("room:*"),
+            rule("announcements"),
+            nested,
+        ]);
+        for (name, expected) in [
+            ("chat/lobby", Some("chat/*")),
+            ("chat/vip/1", Some("chat/vip/*")),
+            ("chat/vip/", Some("chat/*")),
+            ("chat/special", Some("chat/special")),
+            ("chat/", None),
+            ("chat", None),
+            ("room:42", Some("room:*")),
+            ("room:", None),
+            ("announcements", Some("announcements")),
+            ("announcements/x", None),
+            ("forum", Some("forum")),
+            ("forum/a/b", Some("forum")),
+            ("forum/", None),
+            ("forumx", None),
+            ("other", None),
+        ] {
+            assert_eq!(
+                set.find(name).map(|r| r.pattern.as_str()),
+                expected,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn pattern_events_need_a_covering_rule() {
+        let set = RuleSet::new(&[rule("chat/*"), rule("news/today")]);
+        for (prefix, ok) in [
+            ("chat/", true),
+            ("chat/room", true),
+            ("ch", true),
+            ("news/", true),
+            ("news/today", false),
+            ("other/", false),
+        ] {
+            assert_eq!(set.covers_prefix(prefix), ok, "{prefix}");
+        }
+    }
+
+    #[test]
+    fn last_segments() {
+        for (name, seg) in [
+            ("user:42", "42"),
+            ("user/42", "42"),
+            ("a/b:c", "c"),
+            ("plain", "plain"),
+        ] {
+            assert_eq!(last_segment(name), seg);
+        }
+    }
+
+    #[test]
+    fn join_decisions() {
+        let open = ChannelRule {
+            settings: ChannelSettings {
+                anonymous_clients: true,
+                ..Default::default()
+            },
+            ..rule("chat/*")
+        };
+        let members = rule("members/*");
+        let inactive = ChannelRule {
+            active: false,
+            ..open.clone()
+        };
+        let admins = ChannelRule {
+            join_roles: vec!["admin".into()],
+            ..members.clone()
+        };
+        let owned = ChannelRule {
+            owner_segment: true,
+            ..members.clone()
+        };
+        let anon_owned = ChannelRule {
+            owner_segment: true,
+            ..open.clone()
+        };
+        use Denied::*;
+        let cases: Vec<(&ChannelRule, Identity, &str, Result<(), Denied>)> = vec![
+            (&open, anon(), "chat/a", Ok(())),
+            (&open, user(1, &[]), "chat/a", Ok(())),
+            (&inactive, user(1, &[]), "chat/a", Err(ChannelNotFound)),
+            (&inactive, anon(), "chat/a", Err(ChannelNotFound)),
+            (&members, anon(), "members/a", Err(AnonymousNotAllowed)),
+            (&members, user(1, &[]), "members/a", Ok(())),
+            (&admins, user(1, &[]), "members/a", Err(JoinNotAllowed)),
+            (&admins, user(1, &["admin"]), "members/a", Ok(())),
+            (&admins, anon(), "members/a", Err(AnonymousNotAllowed)),
+            (&owned, user(42, &[]), "user:42", Ok(())),
+            (&owned, user(43, &[]), "user:42", Err(JoinNotAllowed)),
+            (&anon_owned, anon(), "user:0", Err(JoinNotAllowed)),
+        ];
+        for (rule, who, channel, expected) in cases {
+            assert_eq!(
+                check_join(rule, &who, channel),
+                expected,
+                "{} {channel}",
+                who.socket_id
+            );
+        }
+    }
+
+    #[test]
+    fn public_message_decisions() {
+        let on = MessagingFlags {
+            active: true,
+            auth: false,
+        };
+        let auth_only = MessagingFlags {
+            active: true,
+            auth: true,
+        };
+        let base = rule("c");
+        let public = ChannelRule {
+            public_messaging: on,
+            ..base.clone()
+        };
+        let public_auth = ChannelRule {
+            public_messaging: auth_only,
+            ..base.clone()
+        };
+        let auth_channel = ChannelRule {
+            public_messaging: on,
+            settings: ChannelSettings {
+                auth_channel: true,
+                ..Default::default()
+            },
+            ..base.clone()
+        };
+        let roles = ChannelRule {
+            public_messaging: on,
+            publish_roles: vec!["writer".into()],
+            ..base.clone()
+        };
+        use Denied::*;
+        // (rule, sender, requested authenticated, expected: Ok(authenticated-only audience))
+        let cases: Vec<(&ChannelRule, Identity, bool, Result<bool, Denied>)> = vec![
+            (&base, user(1, &[]), false, Err(PublicNotAllowed)),
+            (&public, anon(), false, Ok(false)),
+            (&public, anon(), true, Ok(true)),
+            (&public, user(1, &[]), false, Ok(false)),
+            (&public, user(1, &[]), true, Ok(true)),
+            (&public_auth, anon(), false, Err(AuthRequired)),
+            (&public_auth, user(1, &[]), false, Ok(false)),
+            (&auth_channel, user(1, &[]), false, Ok(true)),
+            (&auth_channel, anon(), false, Ok(false)),
+            (&roles, user(1, &[]), false, Err(PublishNotAllowed)),
+            (&roles, user(1, &["writer"]), false, Ok(false)),
+        ];
+        for (i, (rule, who, requested, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                check_public_message(rule, &who, requested),
+                expected,
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn direct_message_decisions() {
+        let base = rule("c");
+        let private = ChannelRule {
+            private_messaging: MessagingFlags {
+                active: true,
+                auth: false,
+            },
+            ..base.clone()
+        };
+        let private_auth = ChannelRule {
+            private_messaging: MessagingFlags {
+                active: true,
+                auth: true,
+            },
+            ..base.clone()
+        };
+        use Denied::*;
+        let cases: Vec<(&ChannelRule, Identity, Option<bool>, Result<(), Denied>)> = vec![
+            (&base, user(1, &[]), Some(true), Err(PrivateNotAllowed)),
+            (&private, anon(), Some(false), Ok(())),
+            (&private, anon(), None, Err(RecipientNotFound)),
+            (&private_auth, anon(), Some(true), Err(AuthRequired)),
+            (&private_auth, user(1, &[]), Some(false), Err(AuthRequired)),
+            (&private_auth, user(1, &[]), Some(true), Ok(())),
+            (&private_auth, user(1, &[]), None, Err(RecipientNotFound)),
+        ];
+        for (i, (rule, who, target, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(check_direct_message(rule, &who, target), expected, "case {i}");
+        }
+    }
+
+    #[test]
+    fn audiences() {
+        assert!(reaches(false, false));
+        assert!(reaches(false, true));
+        assert!(!reaches(true, false));
+        assert!(reaches(true, true));
+
+        let t = EventTarget {
+            row_id: "42".into(),
+            dbo_id: None,
+        };
+        let t_table = EventTarget {
+            row_id: "42".into(),
+            dbo_id: Some(8),
+        };
+        assert!(event_reaches(None, &anon()));
+        assert!(event_reaches(Some(&t), &user(42, &[])));
+        assert!(!event_reaches(Some(&t), &user(41, &[])));
+        assert!(!event_reaches(Some(&t_table), &user(42, &[])));
+        let mut anon42 = anon();
+        anon42.row_id = json!(42);
+        assert!(!event_reaches(Some(&t), &anon42));
+    }
+}

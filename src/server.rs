@@ -1,0 +1,117 @@
+//! Assembling and running a server: bind, serve, drain on shutdown.
+
+use crate::cluster::{Engine, MemoryEngine};
+use crate::config::Config;
+use crate::protocol::close;
+use crate::state::ServerState;
+use actix_web::{App, HttpServer};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A bound server; `run` serves until `shutdown` completes.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: Arc<ServerState>,
+    server: actix_web::dev::Server,
+}
+
+impl Server {
+    /// Bind and build (call inside an actix system: it starts the app registries).
+    pub fn bind(config: &Config) -> std::io::Result<Server> {
+        let engine: Arc<dyn Engine> = {
+            let memory = Arc::new(MemoryEngine::new(Duration::from_secs(
+                config.cluster.history_ttl_s,
+            )));
+            let sweeper = memory.clone();
+            actix_rt::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    sweeper.sweep();
+                }
+            });
+            memory
+        };
+        if !config.cluster.redis_url.is_empty() {
+            tracing::warn!("cluster.redis_url is set, but this build runs one node in memory");
+        }
+        let state = ServerState::new(config, engine).map_err(std::io::Error::other)?;
+        let app_state = state.clone();
+        let http = HttpServer::new(move || {
+            let state = app_state.clone();
+            App::new().configure(move |cfg| crate::http::routes(cfg, state))
+        })
+        .disable_signals()
+        .shutdown_timeout(1)
+        .backlog(4096)
+        .max_connection_rate(4096)
+        .bind(&config.server.listen)?;
+        let addr = *http
+            .addrs()
+            .first()
+            .ok_or_else(|| std::io::Error::other("no address bound"))?;
+        Ok(Server {
+            addr,
+            state,
+            server: http.run(),
+        })
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            state: self.state.clone(),
+            http: self.server.handle(),
+        }
+    }
+
+    /// Serve until stopped.
+    pub async fn run(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+#[derive(Clone)]
+pub struct ServerHandle {
+    state: Arc<ServerState>,
+    http: actix_web::dev::ServerHandle,
+}
+
+impl ServerHandle {
+    /// Graceful shutdown: readiness fails and upgrades are refused at once; sockets
+    /// are closed with 1012 spread over `drain_s`; then the server stops.
+    pub async fn shutdown(&self) {
+        let state = &self.state;
+        state.draining.store(true, Ordering::Release);
+        let drain = Duration::from_secs(state.drain_s);
+        let sockets = state.connections.addresses();
+        tracing::info!(sockets = sockets.len(), drain_s = state.drain_s, "draining");
+        let started = Instant::now();
+        // Spread the closes so the other nodes are not hit by every client at once,
+        // finishing within 80 % of the drain window.
+        let steps = sockets.len().clamp(1, 50);
+        let per_step = sockets.len().div_ceil(steps);
+        let pause = drain.mul_f64(0.8) / steps as u32;
+        for (i, chunk) in sockets.chunks(per_step.max(1)).enumerate() {
+            for addr in chunk {
+                addr.do_send(crate::actors::connection::CloseSocket {
+                    code: close::RESTART,
+                    reason: "server restart",
+                });
+            }
+            if i + 1 < steps {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        // Close sockets that connected meanwhile, then wait for them to go.
+        state
+            .connections
+            .close_all(close::RESTART, "server restart");
+        while state.connections.count() > 0 && started.elapsed() < drain + Duration::from_secs(1)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.http.stop(true).await;
+    }
+}

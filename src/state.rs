@@ -1,0 +1,160 @@
+//! What the whole server shares: apps (rules, token verifier, registry), limits,
+//! the engine, and the table of live connections used for limits and draining.
+
+use crate::actors::connection::{CloseSocket, ConnectionActor};
+use crate::actors::registry::RegistryActor;
+use crate::auth::TokenVerifier;
+use crate::cluster::Engine;
+use crate::config::{AppConfig, Config, Limits};
+use crate::rules::RuleSet;
+use actix::Addr;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// One tenant: its configuration, compiled rules, token verifier and registry.
+pub struct AppContext {
+    pub hash: Arc<str>,
+    pub config: AppConfig,
+    pub rules: Arc<RuleSet>,
+    pub verifier: TokenVerifier,
+    pub registry: Addr<RegistryActor>,
+}
+
+pub struct ServerState {
+    pub apps: HashMap<String, Arc<AppContext>>,
+    pub limits: Limits,
+    pub drain_s: u64,
+    pub engine: Arc<dyn Engine>,
+    pub connections: Connections,
+    pub draining: AtomicBool,
+}
+
+impl ServerState {
+    /// Build the apps of `config` (starts one registry actor per app on the current arbiter).
+    pub fn new(config: &Config, engine: Arc<dyn Engine>) -> Result<Arc<Self>, String> {
+        let mut apps = HashMap::new();
+        for app in &config.apps {
+            let verifier = TokenVerifier::from_config(app)
+                .map_err(|e| format!("app {:?}: {e}", app.hash))?;
+            let rules = Arc::new(RuleSet::new(&app.channels));
+            let hash: Arc<str> = Arc::from(app.hash.as_str());
+            let registry = RegistryActor::new(hash.clone(), rules.clone(), engine.clone());
+            apps.insert(
+                app.hash.clone(),
+                Arc::new(AppContext {
+                    hash,
+                    config: app.clone(),
+                    rules,
+                    verifier,
+                    registry: actix::Actor::start(registry),
+                }),
+            );
+        }
+        Ok(Arc::new(Self {
+            apps,
+            limits: config.limits.clone(),
+            drain_s: config.server.drain_s,
+            engine,
+            connections: Connections::default(),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Live sockets: the global count, per-user counts and the addresses to drain.
+#[derive(Default)]
+pub struct Connections {
+    next_id: AtomicU64,
+    count: AtomicUsize,
+    per_user: Mutex<HashMap<(Arc<str>, String), usize>>,
+    live: Mutex<HashMap<u64, Addr<ConnectionActor>>>,
+}
+
+/// Why a socket could not be admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    ServerFull,
+    UserFull,
+}
+
+/// A socket's place in the table; released when dropped.
+pub struct Admission {
+    table: Arc<ServerState>,
+    pub id: u64,
+    user: Option<(Arc<str>, String)>,
+}
+
+impl Connections {
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub fn addresses(&self) -> Vec<Addr<ConnectionActor>> {
+        self.live.lock().values().cloned().collect()
+    }
+
+    pub fn register(&self, id: u64, addr: Addr<ConnectionActor>) {
+        self.live.lock().insert(id, addr);
+    }
+
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        for addr in self.addresses() {
+            addr.do_send(CloseSocket { code, reason });
+        }
+    }
+}
+
+impl Admission {
+    /// Take a place for a socket, or say why there is none.
+    pub fn admit(
+        state: &Arc<ServerState>,
+        user: Option<(Arc<str>, String)>,
+    ) -> Result<Admission, Refused> {
+        let c = &state.connections;
+        let limits = &state.limits;
+        if c.count.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+            c.count.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::ServerFull);
+        }
+        if let Some(key) = &user {
+            if limits.max_connections_per_user > 0 {
+                let mut per_user = c.per_user.lock();
+                let n = per_user.entry(key.clone()).or_insert(0);
+                if *n >= limits.max_connections_per_user {
+                    drop(per_user);
+                    c.count.fetch_sub(1, Ordering::AcqRel);
+                    return Err(Refused::UserFull);
+                }
+                *n += 1;
+            }
+        }
+        Ok(Admission {
+            table: state.clone(),
+            id: c.next_id.fetch_add(1, Ordering::Relaxed),
+            user: user.filter(|_| limits.max_connections_per_user > 0),
+        })
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let c = &self.table.connections;
+        c.live.lock().remove(&self.id);
+        if let Some(key) = self.user.take() {
+            let mut per_user = c.per_user.lock();
+            if let Some(n) = per_user.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    per_user.remove(&key);
+                }
+            }
+        }
+        c.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
