@@ -316,7 +316,10 @@ impl Config {
                 return Err(invalid(at("hash"), "must be non-empty and contain no '/'"));
             }
             if !hashes.insert(app.hash.as_str()) {
-                return Err(invalid(at("hash"), format!("duplicate hash {:?}", app.hash)));
+                return Err(invalid(
+                    at("hash"),
+                    format!("duplicate hash {:?}", app.hash),
+                ));
             }
             if app.api_key.len() < 8 {
                 return Err(invalid(at("api_key"), "must be at least 8 characters"));
@@ -435,9 +438,18 @@ mod tests {
     #[test]
     fn env_overrides_scalars_and_array_entries() {
         let vars = vec![
-            ("SWITCHBOARD__LIMITS__MAX_CONNECTIONS".to_string(), "7".to_string()),
-            ("SWITCHBOARD__SERVER__LISTEN".to_string(), "127.0.0.1:9".to_string()),
-            ("SWITCHBOARD__APPS__0__API_KEY".to_string(), "from-env-key".to_string()),
+            (
+                "SWITCHBOARD__LIMITS__MAX_CONNECTIONS".to_string(),
+                "7".to_string(),
+            ),
+            (
+                "SWITCHBOARD__SERVER__LISTEN".to_string(),
+                "127.0.0.1:9".to_string(),
+            ),
+            (
+                "SWITCHBOARD__APPS__0__API_KEY".to_string(),
+                "from-env-key".to_string(),
+            ),
             ("OTHER".to_string(), "x".to_string()),
         ];
         let c = Config::from_toml_with_env(EMBEDDED_DEFAULT, vars).unwrap();
@@ -469,6 +481,9 @@ pattern = "x"
 settings = { message_history = 1001 }
 "#;
         let err = Config::from_toml(text).unwrap_err().to_string();
-        assert!(err.contains("apps[0].channels[0].settings.message_history"), "{err}");
+        assert!(
+            err.contains("apps[0].channels[0].settings.message_history"),
+            "{err}"
+        );
     }
 }

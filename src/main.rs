@@ -4,7 +4,11 @@ use switchboard::config::{Config, DEMO_SECRET};
 use switchboard::Server;
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Realtime broker speaking the Xano Realtime V1 protocol")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Realtime broker speaking the Xano Realtime V1 protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -39,6 +39,7 @@ struct State {
     bytes: usize,
     waker: Option<Waker>,
     phase: Phase,
+    overflowed: bool,
 }
 
 pub struct Outbox {
@@ -54,6 +55,7 @@ impl Outbox {
                 bytes: 0,
                 waker: None,
                 phase: Phase::Open,
+                overflowed: false,
             }),
             limit,
         })
@@ -69,9 +71,12 @@ impl Outbox {
             if s.bytes + frame.len() > self.limit {
                 s.queue.clear();
                 s.bytes = 0;
-                s.queue
-                    .push_back(close_frame(crate::protocol::close::OVERLOAD, "slow consumer"));
+                s.queue.push_back(close_frame(
+                    crate::protocol::close::OVERLOAD,
+                    "slow consumer",
+                ));
                 s.phase = Phase::Closing;
+                s.overflowed = true;
                 let w = s.waker.take();
                 drop(s);
                 if let Some(w) = w {
@@ -124,6 +129,11 @@ impl Outbox {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// Whether the socket was closed for overflowing its queue.
+    pub fn overflowed(&self) -> bool {
+        self.state.lock().overflowed
     }
 
     pub fn is_open(&self) -> bool {

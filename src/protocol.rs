@@ -445,21 +445,37 @@ mod tests {
         for (text, what, channel) in [
             ("nope", "not JSON", None),
             ("[1]", "not a JSON object", None),
-            (r#"{"options":{"channel":"c"}}"#, "missing action", Some("c")),
+            (
+                r#"{"options":{"channel":"c"}}"#,
+                "missing action",
+                Some("c"),
+            ),
             (
                 r#"{"action":"dance","options":{"channel":"c"}}"#,
                 "unknown action \"dance\"",
                 Some("c"),
             ),
-            (r#"{"action":"join","options":{}}"#, "missing options.channel", None),
+            (
+                r#"{"action":"join","options":{}}"#,
+                "missing options.channel",
+                None,
+            ),
             (r#"{"action":"join"}"#, "missing options.channel", None),
             (
                 r#"{"action":"join","options":{"channel":5}}"#,
                 "options.channel must be a string",
                 None,
             ),
-            (r#"{"action":1,"options":{"channel":"c"}}"#, "action must be a string", Some("c")),
-            (r#"{"action":"join","options":[]}"#, "options must be an object", None),
+            (
+                r#"{"action":1,"options":{"channel":"c"}}"#,
+                "action must be a string",
+                Some("c"),
+            ),
+            (
+                r#"{"action":"join","options":[]}"#,
+                "options must be an object",
+                None,
+            ),
             (
                 r#"{"action":"message","options":{"channel":"c","socketId":3}}"#,
                 "options.socketId must be a string",
@@ -470,9 +486,10 @@ mod tests {
             assert_eq!(err.what, what, "{text}");
             assert_eq!(err.channel.as_deref(), channel, "{text}");
         }
-        let bad_join =
-            parse_inbound(r#"{"action":"join","options":{"channel":"c"},"payload":{"history":"y"}}"#)
-                .unwrap();
+        let bad_join = parse_inbound(
+            r#"{"action":"join","options":{"channel":"c"},"payload":{"history":"y"}}"#,
+        )
+        .unwrap();
         assert!(bad_join.join_request().is_err());
     }
 
@@ -496,12 +513,18 @@ mod tests {
         ));
         assert_eq!(h["payload"]["history"].as_array().unwrap().len(), 2);
         assert_eq!(h["payload"]["history"][0]["payload"]["text"], "hi");
-        assert_eq!(h["payload"]["history"][0]["options"]["socketId"], Value::Null);
+        assert_eq!(
+            h["payload"]["history"][0]["options"]["socketId"],
+            Value::Null
+        );
         assert_eq!(h["client"]["socketId"], "s");
         let empty = json_of(&history_frame("history", "c", None, std::iter::empty()));
         assert_eq!(empty["payload"], serde_json::json!({"history":[]}));
         let l = json_of(&leave_frame("c"));
-        assert_eq!(l, serde_json::json!({"action":"leave","options":{"channel":"c"},"payload":null}));
+        assert_eq!(
+            l,
+            serde_json::json!({"action":"leave","options":{"channel":"c"},"payload":null})
+        );
         let big = text_frame(&vec![b'x'; 70_000]);
         assert_eq!(big[1], 127);
         let mid = text_frame(&vec![b'x'; 300]);

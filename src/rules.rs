@@ -87,7 +87,8 @@ impl RuleSet {
                 set.prefixes.push((prefix.to_string(), rule));
             } else {
                 if rule.settings.nested_channels {
-                    set.prefixes.push((format!("{}/", rule.pattern), rule.clone()));
+                    set.prefixes
+                        .push((format!("{}/", rule.pattern), rule.clone()));
                 }
                 set.exact.insert(rule.pattern.clone(), rule);
             }
@@ -476,7 +477,11 @@ mod tests {
             (&private_auth, user(1, &[]), None, Err(RecipientNotFound)),
         ];
         for (i, (rule, who, target, expected)) in cases.into_iter().enumerate() {
-            assert_eq!(check_direct_message(rule, &who, target), expected, "case {i}");
+            assert_eq!(
+                check_direct_message(rule, &who, target),
+                expected,
+                "case {i}"
+            );
         }
     }
 

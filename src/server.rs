@@ -43,6 +43,14 @@ impl Server {
             let state = app_state.clone();
             App::new().configure(move |cfg| crate::http::routes(cfg, state))
         })
+        .on_connect(|conn, ext| {
+            // Keep the raw socket so a socket whose peer stopped reading can be reset.
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                if let Some(raw) = crate::http::linger::RawSocket::of(tcp) {
+                    ext.insert(raw);
+                }
+            }
+        })
         .disable_signals()
         .shutdown_timeout(1)
         .backlog(4096)
@@ -108,8 +116,7 @@ impl ServerHandle {
         state
             .connections
             .close_all(close::RESTART, "server restart");
-        while state.connections.count() > 0 && started.elapsed() < drain + Duration::from_secs(1)
-        {
+        while state.connections.count() > 0 && started.elapsed() < drain + Duration::from_secs(1) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.http.stop(true).await;

@@ -36,8 +36,8 @@ impl ServerState {
     pub fn new(config: &Config, engine: Arc<dyn Engine>) -> Result<Arc<Self>, String> {
         let mut apps = HashMap::new();
         for app in &config.apps {
-            let verifier = TokenVerifier::from_config(app)
-                .map_err(|e| format!("app {:?}: {e}", app.hash))?;
+            let verifier =
+                TokenVerifier::from_config(app).map_err(|e| format!("app {:?}: {e}", app.hash))?;
             let rules = Arc::new(RuleSet::new(&app.channels));
             let hash: Arc<str> = Arc::from(app.hash.as_str());
             let registry = RegistryActor::new(hash.clone(), rules.clone(), engine.clone());

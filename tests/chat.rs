@@ -23,7 +23,10 @@ async fn two_clients_chat_with_echo_and_presence() {
         .iter()
         .map(|c| c["socketId"].as_str().unwrap().to_string())
         .collect();
-    assert!(listed.contains(&a_id) && listed.contains(&b_id), "{listed:?}");
+    assert!(
+        listed.contains(&a_id) && listed.contains(&b_id),
+        "{listed:?}"
+    );
 
     let update = a.expect("presence_update").await;
     assert_eq!(update["payload"]["action"], "join");

@@ -163,9 +163,10 @@ impl ChannelActor {
     }
 
     fn send_error(&self, member: &Member, denied: Denied) {
-        member
-            .outbox
-            .push(protocol::error_frame(Some(self.channel()), &denied.to_string()));
+        member.outbox.push(protocol::error_frame(
+            Some(self.channel()),
+            &denied.to_string(),
+        ));
     }
 
     fn presence_full(&self) -> protocol::Frame {

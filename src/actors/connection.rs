@@ -6,6 +6,7 @@ use super::channel::{ChannelActor, ClientMessage, HistoryRequest, Leave, Member}
 use super::registry::JoinChannel;
 use crate::auth::Identity;
 use crate::config::ChannelRule;
+use crate::http::linger::{self, RawSocket};
 use crate::outbox::{Outbox, Push};
 use crate::protocol::{self, close, Action, Inbound, SharedJson};
 use crate::rules::{self, Denied};
@@ -45,6 +46,7 @@ pub struct ConnectionActor {
     last_heard: Instant,
     partial: Option<Partial>,
     close_reason: &'static str,
+    raw_socket: Option<RawSocket>,
     self_addr: Addr<ConnectionActor>,
 }
 
@@ -55,6 +57,7 @@ impl ConnectionActor {
         identity: Identity,
         outbox: Arc<Outbox>,
         admission: Admission,
+        raw_socket: Option<RawSocket>,
         self_addr: Addr<ConnectionActor>,
     ) -> Self {
         let limiter = NonZeroU32::new(state.limits.messages_per_minute)
@@ -73,6 +76,7 @@ impl ConnectionActor {
             last_heard: Instant::now(),
             partial: None,
             close_reason: "peer closed",
+            raw_socket,
             self_addr,
         }
     }
@@ -185,16 +189,14 @@ impl ConnectionActor {
             request,
         };
         ctx.wait(
-            self.app
-                .registry
-                .send(join)
-                .into_actor(self)
-                .map(move |result, act, ctx| match result {
+            self.app.registry.send(join).into_actor(self).map(
+                move |result, act, ctx| match result {
                     Ok(addr) => {
                         act.joined.insert(channel, Joined { addr, rule });
                     }
                     Err(_) => act.send_error(Some(&channel), "Service unavailable", ctx),
-                }),
+                },
+            ),
         );
     }
 
@@ -361,6 +363,16 @@ impl Actor for ConnectionActor {
             j.addr.do_send(Leave {
                 socket_id: self.socket_id.clone(),
             });
+        }
+        // The outbox may have closed first (a channel saw it overflow) and ended the
+        // stream before our own notice arrived.
+        if self.outbox.overflowed() {
+            self.close_reason = "slow consumer";
+        }
+        // A close the server started must finish within the grace period, even when
+        // the peer stopped reading.
+        if !self.outbox.is_open() {
+            linger::reset_if_stuck(self.raw_socket);
         }
         self.outbox.finish();
         tracing::info!(

@@ -84,8 +84,10 @@ pub trait Engine: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Published, EngineError>>;
 
     /// The channel's stored messages, oldest first.
-    fn history(&self, key: &ChannelKey)
-        -> BoxFuture<'static, Result<Vec<HistoryEntry>, EngineError>>;
+    fn history(
+        &self,
+        key: &ChannelKey,
+    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, EngineError>>;
 
     /// Whether the engine can take traffic (for `/readyz`).
     fn ready(&self) -> bool;

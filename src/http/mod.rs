@@ -1,6 +1,7 @@
 //! HTTP: the WebSocket upgrade, the publish API and health, on one port.
 
 pub mod health;
+pub mod linger;
 pub mod publish;
 pub mod ws;
 

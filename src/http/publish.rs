@@ -34,7 +34,8 @@ impl EventIn {
             Some(prefix) => (prefix, true),
             None => (self.channel.as_str(), false),
         };
-        if (pattern && name.is_empty()) || (!pattern && rules::validate_channel_name(name).is_err())
+        if (pattern && name.is_empty())
+            || (!pattern && rules::validate_channel_name(name).is_err())
             || (pattern && name.contains('*'))
             || name.len() > 255
             || name.chars().any(|c| c.is_control() || c.is_whitespace())
@@ -72,9 +73,9 @@ impl EventIn {
         let target = self.target();
         let dbo_id = self.auth_table.unwrap_or(0);
         let row_id = self.auth_id.clone().unwrap_or(Value::from(0));
-        let data = self.data.unwrap_or_else(|| {
-            RawValue::from_string("null".into()).expect("null is JSON")
-        });
+        let data = self
+            .data
+            .unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON"));
         let event = self.event;
         PublishEvent {
             channel: self.channel,
@@ -98,7 +99,9 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<EventIn>, Rejection> {
         return Err((400, "no events".into()));
     }
     list.into_iter()
-        .map(|v| serde_json::from_value::<EventIn>(v).map_err(|e| (400, format!("invalid event: {e}"))))
+        .map(|v| {
+            serde_json::from_value::<EventIn>(v).map_err(|e| (400, format!("invalid event: {e}")))
+        })
         .collect()
 }
 
@@ -189,7 +192,10 @@ mod tests {
 
     #[test]
     fn bodies_are_one_event_or_many() {
-        assert_eq!(parse_events(br#"{"channel":"a","data":1}"#).unwrap().len(), 1);
+        assert_eq!(
+            parse_events(br#"{"channel":"a","data":1}"#).unwrap().len(),
+            1
+        );
         assert_eq!(
             parse_events(br#"[{"channel":"a"},{"channel":"b","event":"x"}]"#)
                 .unwrap()

@@ -5,10 +5,12 @@
 use crate::actors::connection::ConnectionActor;
 use crate::auth::{self, Identity};
 use crate::config::InvalidToken;
+use crate::http::linger::RawSocket;
 use crate::outbox::{Outbox, OutboxBody};
 use crate::protocol::{self, close};
 use crate::state::{Admission, Refused, ServerState};
 use actix::{Actor, AsyncContext};
+use actix_codec::Decoder;
 use actix_http::ws::{Codec, Frame, ProtocolError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
@@ -16,7 +18,6 @@ use futures_util::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use actix_codec::Decoder;
 
 pub async fn upgrade(
     req: HttpRequest,
@@ -79,7 +80,12 @@ pub async fn upgrade(
             Err(e) => {
                 let message = format!("Auth token rejected: {e}");
                 if app.config.invalid_token == InvalidToken::Reject {
-                    refuse(&outbox, Some(&message), close::UNAUTHORIZED, "token rejected");
+                    refuse(
+                        &outbox,
+                        Some(&message),
+                        close::UNAUTHORIZED,
+                        "token rejected",
+                    );
                     return respond(response, OutboxBody::new(outbox));
                 }
                 outbox.push(protocol::error_frame(None, &message));
@@ -113,11 +119,20 @@ pub async fn upgrade(
         authenticated = identity.authenticated,
         "connected"
     );
+    let raw_socket = req.conn_data::<RawSocket>().copied();
     let frames = FrameStream::new(payload, limits.max_frame_bytes);
     let body = OutboxBody::new(outbox.clone());
     ConnectionActor::create(move |ctx| {
         ctx.add_stream(frames);
-        ConnectionActor::new(state, app, identity, outbox, admission, ctx.address())
+        ConnectionActor::new(
+            state,
+            app,
+            identity,
+            outbox,
+            admission,
+            raw_socket,
+            ctx.address(),
+        )
     });
     respond(response, body)
 }

@@ -161,7 +161,12 @@ impl Drop for TestServer {
 }
 
 /// A minimal HTTP/1.1 POST over a real socket: (status, JSON body or Null).
-pub async fn http_post(addr: SocketAddr, path: &str, bearer: Option<&str>, body: &str) -> (u16, Value) {
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
     http_request(addr, "POST", path, bearer, body).await
 }
 
@@ -211,7 +216,10 @@ async fn http_raw(
         .expect("status line");
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     // Chunked bodies: take the first chunk's data.
-    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body.split("\r\n").nth(1).unwrap_or("").to_string()
     } else {
         body
@@ -243,7 +251,9 @@ pub fn now() -> i64 {
 
 /// A token for user `id` with extras, valid for an hour.
 pub fn user_token(id: i64) -> String {
-    token(json!({"sub": id, "dbo_id": 7, "extras": {"name": format!("user{id}")}, "exp": now() + 3600}))
+    token(
+        json!({"sub": id, "dbo_id": 7, "extras": {"name": format!("user{id}")}, "exp": now() + 3600}),
+    )
 }
 
 pub fn user_token_with_roles(id: i64, roles: &[&str]) -> String {
@@ -280,7 +290,10 @@ impl Client {
     }
 
     pub async fn send(&mut self, frame: Value) {
-        self.ws.send(Message::Text(frame.to_string())).await.unwrap();
+        self.ws
+            .send(Message::Text(frame.to_string()))
+            .await
+            .unwrap();
     }
 
     pub async fn send_raw(&mut self, text: &str) {
@@ -404,5 +417,8 @@ impl Client {
 }
 
 pub fn socket_id(frame: &Value) -> String {
-    frame["client"]["socketId"].as_str().expect("client.socketId").to_string()
+    frame["client"]["socketId"]
+        .as_str()
+        .expect("client.socketId")
+        .to_string()
 }

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Every test: Rust unit + integration tests over real sockets, then the Node suite
+# that drives the real @xano/js-sdk against the broker binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bins
+cargo test --release
+tests/sdk/run.sh
