@@ -94,7 +94,8 @@ impl RuleSet {
             }
         }
         // Stable: among equal prefixes the rule written first wins.
-        set.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        set.prefixes
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         set
     }
 
@@ -217,6 +218,7 @@ pub fn event_reaches(target: Option<&EventTarget>, member: &Identity) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
     use crate::config::{ChannelSettings, MessagingFlags};

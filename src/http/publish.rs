@@ -34,12 +34,12 @@ impl EventIn {
             Some(prefix) => (prefix, true),
             None => (self.channel.as_str(), false),
         };
-        if (pattern && name.is_empty())
-            || (!pattern && rules::validate_channel_name(name).is_err())
-            || (pattern && name.contains('*'))
-            || name.len() > 255
-            || name.chars().any(|c| c.is_control() || c.is_whitespace())
-        {
+        let valid = if pattern {
+            !name.is_empty() && rules::validate_pattern(&self.channel).is_ok()
+        } else {
+            rules::validate_channel_name(name).is_ok()
+        };
+        if !valid {
             return Err((400, format!("invalid channel {:?}", self.channel)));
         }
         let covered = if pattern {
