@@ -1,5 +1,6 @@
 //! Assembling and running a server: bind, serve, drain on shutdown.
 
+use crate::cluster::redis::RedisEngine;
 use crate::cluster::{Engine, MemoryEngine};
 use crate::config::Config;
 use crate::protocol::close;
@@ -20,7 +21,12 @@ pub struct Server {
 impl Server {
     /// Bind and build (call inside an actix system: it starts the app registries).
     pub fn bind(config: &Config) -> std::io::Result<Server> {
-        let engine: Arc<dyn Engine> = {
+        let mut redis_engine = None;
+        let engine: Arc<dyn Engine> = if !config.cluster.redis_url.is_empty() {
+            let redis = RedisEngine::start(&config.cluster).map_err(std::io::Error::other)?;
+            redis_engine = Some(redis.clone());
+            Arc::new(redis)
+        } else {
             let memory = Arc::new(MemoryEngine::new(Duration::from_secs(
                 config.cluster.history_ttl_s,
             )));
@@ -34,10 +40,14 @@ impl Server {
             });
             memory
         };
-        if !config.cluster.redis_url.is_empty() {
-            tracing::warn!("cluster.redis_url is set, but this build runs one node in memory");
-        }
         let state = ServerState::new(config, engine).map_err(std::io::Error::other)?;
+        if let Some(redis) = redis_engine {
+            let events_state = state.clone();
+            redis.set_event_sink(Arc::new(move |payload, durable| {
+                let state = events_state.clone();
+                Box::pin(async move { crate::events::from_redis(&state, &payload, durable).await })
+            }));
+        }
         let app_state = state.clone();
         let http = HttpServer::new(move || {
             let state = app_state.clone();

@@ -87,7 +87,9 @@ pub enum Refused {
 pub struct Admission {
     table: Arc<ServerState>,
     pub id: u64,
+    /// The user slot held, counted here or (in a cluster) by the engine.
     user: Option<(Arc<str>, String)>,
+    user_in_cluster: bool,
 }
 
 impl Connections {
@@ -111,8 +113,9 @@ impl Connections {
 }
 
 impl Admission {
-    /// Take a place for a socket, or say why there is none.
-    pub fn admit(
+    /// Take a place for a socket, or say why there is none. Per-user limits are
+    /// counted across the cluster when the engine is clustered.
+    pub async fn admit(
         state: &Arc<ServerState>,
         user: Option<(Arc<str>, String)>,
     ) -> Result<Admission, Refused> {
@@ -122,7 +125,32 @@ impl Admission {
             c.count.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::ServerFull);
         }
-        if let Some(key) = &user {
+        let mut user_in_cluster = false;
+        if let (Some((app, id)), true) = (&user, limits.max_connections_per_user > 0) {
+            match state
+                .engine
+                .admit_user(app, id, limits.max_connections_per_user)
+                .await
+            {
+                Ok(Some(true)) => user_in_cluster = true,
+                Ok(Some(false)) => {
+                    c.count.fetch_sub(1, Ordering::AcqRel);
+                    return Err(Refused::UserFull);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Availability over the limit: the socket is let in uncounted.
+                    tracing::warn!(error = %e, "per-user limit not checked");
+                    return Ok(Admission {
+                        table: state.clone(),
+                        id: c.next_id.fetch_add(1, Ordering::Relaxed),
+                        user: None,
+                        user_in_cluster: false,
+                    });
+                }
+            }
+        }
+        if let (Some(key), false) = (&user, user_in_cluster) {
             if limits.max_connections_per_user > 0 {
                 let mut per_user = c.per_user.lock();
                 let n = per_user.entry(key.clone()).or_insert(0);
@@ -138,6 +166,7 @@ impl Admission {
             table: state.clone(),
             id: c.next_id.fetch_add(1, Ordering::Relaxed),
             user: user.filter(|_| limits.max_connections_per_user > 0),
+            user_in_cluster,
         })
     }
 }
@@ -146,7 +175,9 @@ impl Drop for Admission {
     fn drop(&mut self) {
         let c = &self.table.connections;
         c.live.lock().remove(&self.id);
-        if let Some(key) = self.user.take() {
+        if let (Some((app, user)), true) = (&self.user, self.user_in_cluster) {
+            self.table.engine.release_user(app, user);
+        } else if let Some(key) = self.user.take() {
             let mut per_user = c.per_user.lock();
             if let Some(n) = per_user.get_mut(&key) {
                 *n -= 1;

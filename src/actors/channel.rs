@@ -1,16 +1,20 @@
-//! One actor per live channel: its members, presence and audiences. Every outgoing
-//! frame is encoded once here and the same bytes are pushed to each recipient's outbox.
+//! One actor per live channel on this node: its local members and audiences. Every
+//! outgoing frame is encoded once here and the same bytes are pushed to each local
+//! recipient's outbox. What other nodes must see goes through the engine.
 
-use super::connection::{ConnectionActor, SlowConsumer};
+use super::connection::{ConnectionActor, SlowConsumer, Unjoined};
 use super::registry::{ChannelIdle, RegistryActor};
 use crate::auth::Identity;
-use crate::cluster::{Audience, Broadcast, ChannelKey, Engine, HistoryEntry, Published};
+use crate::cluster::{
+    Audience, Broadcast, ChannelKey, Deliver, Engine, EngineError, HistoryEntry, MemberRecord,
+    Published,
+};
 use crate::config::ChannelRule;
 use crate::outbox::{Outbox, Push};
 use crate::protocol::{self, JoinRequest, SharedJson};
-use crate::rules::{self, Denied, EventTarget};
+use crate::rules::{self, Denied};
 use actix::prelude::*;
-use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -39,6 +43,24 @@ pub struct ChannelActor {
 
 impl Actor for ChannelActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Subscribe before the first join is handled, so nothing published after the
+        // join ack can be missed on this node.
+        let fut = self
+            .engine
+            .subscribe(&self.key, ctx.address().recipient::<Deliver>());
+        self.run(ctx, fut, |act, result, _| {
+            if let Err(e) = result {
+                tracing::warn!(channel = %act.key.channel, error = %e, "subscribe failed; retried on reconnect");
+            }
+        });
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.engine
+            .unsubscribe(&self.key, ctx.address().recipient::<Deliver>());
+    }
 }
 
 impl ChannelActor {
@@ -66,30 +88,39 @@ impl ChannelActor {
         self.rule.settings.presence
     }
 
-    /// Hand a broadcast to the engine; deliver now when it says so.
-    fn publish(&mut self, msg: Broadcast, ctx: &mut Context<Self>) {
-        let mut fut = self.engine.publish(&self.key, msg);
+    /// Finish `fut` at once when it is ready (the in-memory engine), else hold this
+    /// channel's mailbox until it is, so that frames keep their order.
+    fn run<T: 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        mut fut: BoxFuture<'static, T>,
+        then: impl FnOnce(&mut Self, T, &mut Context<Self>) + 'static,
+    ) {
         match (&mut fut).now_or_never() {
-            Some(result) => self.published(result, ctx),
+            Some(value) => then(self, value, ctx),
             None => {
                 ctx.wait(
                     fut.into_actor(self)
-                        .map(|result, act, ctx| act.published(result, ctx)),
+                        .map(move |value, act, ctx| then(act, value, ctx)),
                 );
             }
         }
     }
 
-    fn published(
-        &mut self,
-        result: Result<Published, crate::cluster::EngineError>,
-        ctx: &mut Context<Self>,
-    ) {
-        match result {
-            Ok(Published::Local(msg)) => self.deliver(&msg, ctx),
+    /// Hand a broadcast to the engine; deliver now when it says so.
+    fn publish(&mut self, msg: Broadcast, ctx: &mut Context<Self>) {
+        let origin = msg.origin.clone();
+        let fut = self.engine.publish(&self.key, msg);
+        self.run(ctx, fut, move |act, result, ctx| match result {
+            Ok(Published::Local(msg)) => act.deliver(&msg, ctx),
             Ok(Published::Remote) => {}
-            Err(e) => tracing::warn!(channel = %self.key.channel, error = %e, "publish failed"),
-        }
+            Err(e) => {
+                tracing::warn!(channel = %act.key.channel, error = %e, "publish refused");
+                if let Some(m) = origin.and_then(|id| act.members.get(&id)) {
+                    act.send_error(m, Denied::Unavailable);
+                }
+            }
+        });
     }
 
     /// Push one encoded frame to every local member in the audience.
@@ -109,7 +140,7 @@ impl ChannelActor {
                     }
                 }
             }
-            Audience::Socket(target) => {
+            Audience::Socket { id: target } => {
                 if let Some((id, m)) = self.members.get_key_value(target) {
                     push(id, m);
                 }
@@ -121,17 +152,21 @@ impl ChannelActor {
                     }
                 }
             }
-            Audience::User(target) => {
+            Audience::User { row_id, dbo_id } => {
+                let target = rules::EventTarget {
+                    row_id: row_id.clone(),
+                    dbo_id: *dbo_id,
+                };
                 for (id, m) in &self.members {
-                    if rules::event_reaches(Some(target), &m.identity) {
+                    if rules::event_reaches(Some(&target), &m.identity) {
                         push(id, m);
                     }
                 }
             }
         }
         for (id, overflowed) in dropped {
-            if let Some(m) = self.members.get(&id) {
-                if overflowed {
+            if overflowed {
+                if let Some(m) = self.members.get(&id) {
                     m.conn.do_send(SlowConsumer);
                 }
             }
@@ -139,20 +174,47 @@ impl ChannelActor {
         }
     }
 
-    /// Remove a member; others with presence get the `leave`.
+    fn presence_update(&self, joined: bool, member: &Member, id: &Arc<str>) -> Broadcast {
+        Broadcast {
+            json: protocol::presence_update_json(self.channel(), joined, &member.client),
+            audience: Audience::Presence { except: id.clone() },
+            history_cap: 0,
+            origin: None,
+        }
+    }
+
+    /// Remove a member; others with presence (on every node) get the `leave`.
     fn remove_member(&mut self, id: &Arc<str>, ctx: &mut Context<Self>) -> bool {
         let Some(member) = self.members.remove(id) else {
             return false;
         };
-        if member.presence && self.presence_on() {
-            let msg = Broadcast {
-                json: protocol::presence_update_json(self.channel(), false, &member.client),
-                audience: Audience::Presence { except: id.clone() },
-                history_cap: 0,
-                sender: None,
-            };
-            self.publish(msg, ctx);
-        }
+        // Held in order with this channel's other engine work, and finished before
+        // the actor may stop, so the other nodes always hear of the leave.
+        let engine = self.engine.clone();
+        let key = self.key.clone();
+        let forget = engine
+            .clustered()
+            .then(|| engine.member_left(&key, id.clone()));
+        let update = member
+            .presence
+            .then(|| self.presence_update(false, &member, id));
+        let fut: BoxFuture<'static, Result<Option<Published>, EngineError>> =
+            Box::pin(async move {
+                if let Some(f) = forget {
+                    f.await?;
+                }
+                match update {
+                    Some(u) => Ok(Some(engine.publish(&key, u).await?)),
+                    None => Ok(None),
+                }
+            });
+        self.run(ctx, fut, |act, result, ctx| match result {
+            Ok(Some(Published::Local(update))) => act.deliver(&update, ctx),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(channel = %act.key.channel, error = %e, "leave not announced")
+            }
+        });
         if self.members.is_empty() {
             self.registry.do_send(ChannelIdle {
                 channel: self.key.channel.clone(),
@@ -169,54 +231,58 @@ impl ChannelActor {
         ));
     }
 
-    fn presence_full(&self) -> protocol::Frame {
-        protocol::presence_full_frame(
-            self.channel(),
-            self.members
-                .values()
-                .filter(|m| m.presence)
-                .map(|m| m.client.as_ref()),
-        )
+    fn local_presence(&self) -> Vec<SharedJson> {
+        self.members
+            .values()
+            .filter(|m| m.presence)
+            .map(|m| m.client.clone())
+            .collect()
     }
 
-    /// The join ack (with history when asked for and kept), then `presence_full`.
-    fn acknowledge_join(&mut self, id: Arc<str>, request: JoinRequest, ctx: &mut Context<Self>) {
-        let wants_history = request.history && self.rule.settings.message_history > 0;
-        let send_presence = request.presence && self.presence_on();
-        let finish = move |act: &mut Self, history: Vec<HistoryEntry>| {
-            let Some(member) = act.members.get(&id) else {
-                return;
+    /// Everything a join needs from the engine, in order: record the member, announce
+    /// it, read history and presence.
+    fn join_effects(
+        &self,
+        member: Option<MemberRecord>,
+        announce: Option<Broadcast>,
+        wants_history: bool,
+        wants_presence: bool,
+    ) -> BoxFuture<'static, Result<JoinEffects, EngineError>> {
+        let engine = self.engine.clone();
+        let key = self.key.clone();
+        let clustered = engine.clustered();
+        Box::pin(async move {
+            if let (true, Some(m)) = (clustered, member) {
+                engine.member_joined(&key, m).await?;
+            }
+            let announced = match announce {
+                Some(b) => Some(engine.publish(&key, b).await?),
+                None => None,
             };
-            let authenticated = member.identity.authenticated;
-            let ack = protocol::history_frame(
-                "join",
-                act.channel(),
-                Some(&member.client),
-                history
-                    .iter()
-                    .filter(|e| rules::reaches(e.authenticated_only, authenticated))
-                    .map(|e| e.json.as_ref()),
-            );
-            member.outbox.push(ack);
-            if send_presence {
-                member.outbox.push(act.presence_full());
-            }
-        };
-        if !wants_history {
-            finish(self, Vec::new());
-            return;
-        }
-        let mut fut = self.engine.history(&self.key);
-        match (&mut fut).now_or_never() {
-            Some(result) => finish(self, result.unwrap_or_default()),
-            None => {
-                ctx.wait(
-                    fut.into_actor(self)
-                        .map(move |result, act, _| finish(act, result.unwrap_or_default())),
-                );
-            }
-        }
+            let history = if wants_history {
+                engine.history(&key).await?
+            } else {
+                Vec::new()
+            };
+            let presence = if wants_presence && clustered {
+                Some(engine.presence(&key).await?)
+            } else {
+                None
+            };
+            Ok(JoinEffects {
+                announced,
+                history,
+                presence,
+            })
+        })
     }
+}
+
+struct JoinEffects {
+    announced: Option<Published>,
+    history: Vec<HistoryEntry>,
+    /// Presence across the cluster; `None` when this node's members are all there is.
+    presence: Option<Vec<SharedJson>>,
 }
 
 #[derive(Message)]
@@ -233,25 +299,71 @@ impl Handler<Join> for ChannelActor {
         self.joins_seen += 1;
         let id: Arc<str> = Arc::from(msg.member.identity.socket_id.as_str());
         let wants_presence = msg.request.presence && self.presence_on();
-        if let Some(existing) = self.members.get_mut(&id) {
+        let wants_history = msg.request.history && self.rule.settings.message_history > 0;
+        let (record, announce) = if let Some(existing) = self.members.get_mut(&id) {
             // Idempotent: the SDK joins twice. Re-ack, no new entry, no broadcast.
             existing.presence |= wants_presence;
+            (None, None)
         } else {
             let mut member = msg.member;
             member.presence = wants_presence;
-            let client = member.client.clone();
+            let record = MemberRecord {
+                socket_id: id.clone(),
+                presence: wants_presence,
+                authenticated: member.identity.authenticated,
+                client: member.client.clone(),
+            };
+            let announce = wants_presence.then(|| self.presence_update(true, &member, &id));
             self.members.insert(id.clone(), member);
-            if wants_presence {
-                let update = Broadcast {
-                    json: protocol::presence_update_json(self.channel(), true, &client),
-                    audience: Audience::Presence { except: id.clone() },
-                    history_cap: 0,
-                    sender: None,
-                };
-                self.publish(update, ctx);
+            (Some(record), announce)
+        };
+        let fut = self.join_effects(record, announce, wants_history, wants_presence);
+        self.run(ctx, fut, move |act, result, ctx| {
+            let effects = match result {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(channel = %act.key.channel, error = %e, "join failed");
+                    if let Some(m) = act.members.get(&id).cloned() {
+                        act.send_error(&m, Denied::Unavailable);
+                        m.conn.do_send(Unjoined {
+                            channel: act.key.channel.to_string(),
+                        });
+                        act.members.remove(&id);
+                        if act.members.is_empty() {
+                            act.registry.do_send(ChannelIdle {
+                                channel: act.key.channel.clone(),
+                                joins_seen: act.joins_seen,
+                            });
+                        }
+                    }
+                    return;
+                }
+            };
+            if let Some(Published::Local(update)) = &effects.announced {
+                act.deliver(update, ctx);
             }
-        }
-        self.acknowledge_join(id, msg.request, ctx);
+            let Some(member) = act.members.get(&id) else {
+                return;
+            };
+            let authenticated = member.identity.authenticated;
+            member.outbox.push(protocol::history_frame(
+                "join",
+                act.channel(),
+                Some(&member.client),
+                effects
+                    .history
+                    .iter()
+                    .filter(|e| rules::reaches(e.authenticated_only, authenticated))
+                    .map(|e| e.json.as_ref()),
+            ));
+            if wants_presence {
+                let list = effects.presence.unwrap_or_else(|| act.local_presence());
+                member.outbox.push(protocol::presence_full_frame(
+                    act.channel(),
+                    list.iter().map(|c| c.as_ref()),
+                ));
+            }
+        });
     }
 }
 
@@ -279,6 +391,63 @@ pub struct ClientMessage {
     pub target: Option<String>,
 }
 
+impl ChannelActor {
+    fn public_message(&mut self, sender: &Member, msg: ClientMessage, ctx: &mut Context<Self>) {
+        let authenticated_only = match rules::check_public_message(
+            &self.rule,
+            &sender.identity,
+            msg.requested_authenticated,
+        ) {
+            Ok(a) => a,
+            Err(denied) => return self.send_error(sender, denied),
+        };
+        let broadcast = Broadcast {
+            json: protocol::message_json(
+                self.channel(),
+                authenticated_only,
+                None,
+                &sender.client,
+                &msg.payload,
+            ),
+            audience: Audience::Members { authenticated_only },
+            history_cap: self.rule.settings.message_history,
+            origin: Some(msg.sender),
+        };
+        self.publish(broadcast, ctx);
+    }
+
+    /// A direct message once the target's authentication is known (None: not a member).
+    fn direct_message(
+        &mut self,
+        sender: &Member,
+        msg: ClientMessage,
+        target_authenticated: Option<bool>,
+        ctx: &mut Context<Self>,
+    ) {
+        let target = msg.target.clone().unwrap_or_default();
+        if let Err(denied) =
+            rules::check_direct_message(&self.rule, &sender.identity, target_authenticated)
+        {
+            return self.send_error(sender, denied);
+        }
+        let broadcast = Broadcast {
+            json: protocol::message_json(
+                self.channel(),
+                msg.requested_authenticated,
+                Some(&target),
+                &sender.client,
+                &msg.payload,
+            ),
+            audience: Audience::Socket {
+                id: Arc::from(target.as_str()),
+            },
+            history_cap: 0,
+            origin: Some(msg.sender),
+        };
+        self.publish(broadcast, ctx);
+    }
+}
+
 impl Handler<ClientMessage> for ChannelActor {
     type Result = ();
 
@@ -286,51 +455,22 @@ impl Handler<ClientMessage> for ChannelActor {
         let Some(sender) = self.members.get(&msg.sender).cloned() else {
             return; // it left (or was dropped) while the message was on its way
         };
-        let broadcast = match &msg.target {
-            None => {
-                match rules::check_public_message(
-                    &self.rule,
-                    &sender.identity,
-                    msg.requested_authenticated,
-                ) {
-                    Ok(authenticated_only) => Broadcast {
-                        json: protocol::message_json(
-                            self.channel(),
-                            authenticated_only,
-                            None,
-                            &sender.client,
-                            &msg.payload,
-                        ),
-                        audience: Audience::Members { authenticated_only },
-                        history_cap: self.rule.settings.message_history,
-                        sender: Some(sender.client.clone()),
-                    },
-                    Err(denied) => return self.send_error(&sender, denied),
-                }
-            }
-            Some(target) => {
-                let target_member = self.members.get(target.as_str());
-                let target_auth = target_member.map(|m| m.identity.authenticated);
-                if let Err(denied) =
-                    rules::check_direct_message(&self.rule, &sender.identity, target_auth)
-                {
-                    return self.send_error(&sender, denied);
-                }
-                Broadcast {
-                    json: protocol::message_json(
-                        self.channel(),
-                        msg.requested_authenticated,
-                        Some(target),
-                        &sender.client,
-                        &msg.payload,
-                    ),
-                    audience: Audience::Socket(Arc::from(target.as_str())),
-                    history_cap: 0,
-                    sender: Some(sender.client.clone()),
-                }
-            }
+        let Some(target) = msg.target.as_deref() else {
+            return self.public_message(&sender, msg, ctx);
         };
-        self.publish(broadcast, ctx);
+        if let Some(local) = self.members.get(target) {
+            let authenticated = local.identity.authenticated;
+            return self.direct_message(&sender, msg, Some(authenticated), ctx);
+        }
+        if !self.engine.clustered() {
+            return self.direct_message(&sender, msg, None, ctx);
+        }
+        // The target may be a member on another node.
+        let fut = self.engine.find_member(&self.key, Arc::from(target));
+        self.run(ctx, fut, move |act, result, ctx| match result {
+            Ok(found) => act.direct_message(&sender, msg, found, ctx),
+            Err(_) => act.send_error(&sender, Denied::Unavailable),
+        });
     }
 }
 
@@ -344,9 +484,19 @@ impl Handler<HistoryRequest> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: HistoryRequest, ctx: &mut Context<Self>) {
-        let reply = move |act: &mut Self, history: Vec<HistoryEntry>| {
+        let fut: BoxFuture<'static, Result<Vec<HistoryEntry>, EngineError>> =
+            if self.rule.settings.message_history == 0 {
+                crate::cluster::done(Vec::new())
+            } else {
+                self.engine.history(&self.key)
+            };
+        self.run(ctx, fut, move |act, result, _| {
             let Some(member) = act.members.get(&msg.socket_id) else {
                 return;
+            };
+            let history = match result {
+                Ok(h) => h,
+                Err(_) => return act.send_error(member, Denied::Unavailable),
             };
             let authenticated = member.identity.authenticated;
             member.outbox.push(protocol::history_frame(
@@ -358,55 +508,7 @@ impl Handler<HistoryRequest> for ChannelActor {
                     .filter(|e| rules::reaches(e.authenticated_only, authenticated))
                     .map(|e| e.json.as_ref()),
             ));
-        };
-        if self.rule.settings.message_history == 0 {
-            return reply(self, Vec::new());
-        }
-        let mut fut = self.engine.history(&self.key);
-        match (&mut fut).now_or_never() {
-            Some(result) => reply(self, result.unwrap_or_default()),
-            None => {
-                ctx.wait(
-                    fut.into_actor(self)
-                        .map(move |result, act, _| reply(act, result.unwrap_or_default())),
-                );
-            }
-        }
-    }
-}
-
-/// A backend event for this channel.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct Event {
-    pub json: Bytes,
-    pub target: Option<EventTarget>,
-}
-
-impl Handler<Event> for ChannelActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Event, ctx: &mut Context<Self>) {
-        let history_cap = if self.rule.history_events {
-            self.rule.settings.message_history
-        } else {
-            0
-        };
-        let audience = match msg.target {
-            Some(t) => Audience::User(t),
-            None => Audience::Members {
-                authenticated_only: false,
-            },
-        };
-        self.publish(
-            Broadcast {
-                json: msg.json,
-                audience,
-                history_cap,
-                sender: None,
-            },
-            ctx,
-        );
+        });
     }
 }
 
@@ -425,11 +527,7 @@ impl Handler<Shutdown> for ChannelActor {
     }
 }
 
-/// A broadcast that came back from the bus (cluster engines).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver(pub Broadcast);
-
+/// A broadcast to deliver to local members: from the bus (cluster) or a local event.
 impl Handler<Deliver> for ChannelActor {
     type Result = ();
 

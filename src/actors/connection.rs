@@ -417,6 +417,21 @@ impl Handler<SlowConsumer> for ConnectionActor {
     }
 }
 
+/// From a channel: the join did not take effect (the engine refused it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unjoined {
+    pub channel: String,
+}
+
+impl Handler<Unjoined> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unjoined, _: &mut Context<Self>) {
+        self.joined.remove(&msg.channel);
+    }
+}
+
 /// Close the socket with a code (drain on shutdown: 1012).
 #[derive(Message)]
 #[rtype(result = "()")]

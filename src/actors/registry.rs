@@ -2,8 +2,8 @@
 //! actor on the first join, stops it once it is empty and no join is on its way,
 //! and fans backend events out to every live channel a pattern names.
 
-use super::channel::{ChannelActor, Event, Join, Member, Shutdown};
-use crate::cluster::{Audience, Broadcast, ChannelKey, Engine};
+use super::channel::{ChannelActor, Join, Member, Shutdown};
+use crate::cluster::{Audience, Broadcast, ChannelKey, Deliver, Engine, EngineError, Published};
 use crate::config::ChannelRule;
 use crate::protocol::JoinRequest;
 use crate::rules::{EventTarget, RuleSet};
@@ -107,67 +107,85 @@ impl Handler<ChannelIdle> for RegistryActor {
 }
 
 /// A backend event for one channel, or for every live channel under a prefix when
-/// `channel` ends in `*`. Answers how many live channels it reached.
+/// `channel` ends in `*`. Answers how many channels it was published to.
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "Result<usize, EngineError>")]
 pub struct PublishEvent {
     pub channel: String,
     /// Builds the event's JSON for a concrete channel name.
     pub encode: Arc<dyn Fn(&str) -> Bytes + Send + Sync>,
     pub target: Option<EventTarget>,
+    /// Deliver to this node's members only, bypassing the engine (every node got
+    /// the same envelope from Redis and delivers to its own members).
+    pub local_only: bool,
 }
 
 impl Handler<PublishEvent> for RegistryActor {
-    type Result = usize;
+    type Result = ResponseActFuture<Self, Result<usize, EngineError>>;
 
-    fn handle(&mut self, msg: PublishEvent, ctx: &mut Context<Self>) -> usize {
-        if let Some(prefix) = msg.channel.strip_suffix('*') {
-            let mut reached = 0;
-            for (name, live) in &self.channels {
-                if name.len() > prefix.len() && name.starts_with(prefix) {
-                    live.addr.do_send(Event {
-                        json: (msg.encode)(name),
-                        target: msg.target.clone(),
-                    });
-                    reached += 1;
+    fn handle(&mut self, msg: PublishEvent, _: &mut Context<Self>) -> Self::Result {
+        let engine = self.engine.clone();
+        let app = self.app.clone();
+        let rules = self.rules.clone();
+        let prefix = msg.channel.strip_suffix('*').map(str::to_string);
+        let local_names: Vec<String> = match &prefix {
+            Some(p) => self
+                .channels
+                .keys()
+                .filter(|name| name.len() > p.len() && name.starts_with(p.as_str()))
+                .map(|name| name.to_string())
+                .collect(),
+            None => Vec::new(),
+        };
+        let fut = async move {
+            let names = match &prefix {
+                Some(p) if !msg.local_only => {
+                    engine.live_channels(&app, p).await?.unwrap_or(local_names)
                 }
-            }
-            return reached;
-        }
-        let json = (msg.encode)(&msg.channel);
-        if let Some(live) = self.channels.get(msg.channel.as_str()) {
-            live.addr.do_send(Event {
-                json,
-                target: msg.target,
-            });
-            return 1;
-        }
-        // Nobody is here, but the rule may keep events in history.
-        if let Some(rule) = self.rules.find(&msg.channel) {
-            if rule.history_events && rule.settings.message_history > 0 {
-                let key = ChannelKey::new(&self.app, &msg.channel);
-                let audience = match msg.target {
-                    Some(t) => Audience::User(t),
-                    None => Audience::Members {
-                        authenticated_only: false,
-                    },
+                Some(_) => local_names,
+                None => vec![msg.channel.clone()],
+            };
+            let mut published = 0;
+            let mut deliver_here = Vec::new();
+            for name in names {
+                let Some(rule) = rules.find(&name) else {
+                    continue;
                 };
                 let broadcast = Broadcast {
-                    json,
-                    audience,
-                    history_cap: rule.settings.message_history,
-                    sender: None,
+                    json: (msg.encode)(&name),
+                    audience: msg
+                        .target
+                        .clone()
+                        .map(Audience::user)
+                        .unwrap_or_else(Audience::everyone),
+                    history_cap: if rule.history_events {
+                        rule.settings.message_history
+                    } else {
+                        0
+                    },
+                    origin: None,
                 };
-                // Stored only: there is no local member to deliver to.
-                let fut = self.engine.publish(&key, broadcast);
-                ctx.spawn(fut.into_actor(self).map(|result, _, _| {
-                    if let Err(e) = result {
-                        tracing::warn!(error = %e, "event for history not stored");
-                    }
-                }));
+                published += 1;
+                if msg.local_only {
+                    deliver_here.push((name, broadcast));
+                    continue;
+                }
+                let key = ChannelKey::new(&app, &name);
+                if let Published::Local(b) = engine.publish(&key, broadcast).await? {
+                    deliver_here.push((name, b));
+                }
             }
-        }
-        0
+            Ok((published, deliver_here))
+        };
+        Box::pin(fut.into_actor(self).map(|result, act, _| {
+            let (published, deliver_here) = result?;
+            for (name, broadcast) in deliver_here {
+                if let Some(live) = act.channels.get(name.as_str()) {
+                    live.addr.do_send(Deliver(broadcast));
+                }
+            }
+            Ok(published)
+        }))
     }
 }
 

@@ -2,8 +2,7 @@
 //! history lives in a ring per channel that outlives the channel actor, expiring
 //! after `history_ttl` without writes.
 
-use super::{Audience, Broadcast, ChannelKey, Engine, EngineError, HistoryEntry, Published};
-use futures_util::future::{ready, BoxFuture};
+use super::{done, Broadcast, ChannelKey, Engine, EngineResult, HistoryEntry, Published};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -41,17 +40,13 @@ impl MemoryEngine {
 }
 
 impl Engine for MemoryEngine {
-    fn publish(
-        &self,
-        key: &ChannelKey,
-        msg: Broadcast,
-    ) -> BoxFuture<'static, Result<Published, EngineError>> {
+    fn clustered(&self) -> bool {
+        false
+    }
+
+    fn publish(&self, key: &ChannelKey, msg: Broadcast) -> EngineResult<Published> {
         if msg.history_cap > 0 {
-            let authenticated_only = match &msg.audience {
-                Audience::Members { authenticated_only } => *authenticated_only,
-                Audience::User(_) => true,
-                _ => false,
-            };
+            let authenticated_only = msg.audience.authenticated_only();
             let mut h = self.history.lock();
             let ring = h.entry(key.clone()).or_insert_with(|| Ring {
                 entries: VecDeque::new(),
@@ -66,20 +61,17 @@ impl Engine for MemoryEngine {
                 ring.entries.pop_front();
             }
         }
-        Box::pin(ready(Ok(Published::Local(msg))))
+        done(Published::Local(msg))
     }
 
-    fn history(
-        &self,
-        key: &ChannelKey,
-    ) -> BoxFuture<'static, Result<Vec<HistoryEntry>, EngineError>> {
+    fn history(&self, key: &ChannelKey) -> EngineResult<Vec<HistoryEntry>> {
         let entries = self
             .history
             .lock()
             .get(key)
             .map(|r| r.entries.iter().cloned().collect())
             .unwrap_or_default();
-        Box::pin(ready(Ok(entries)))
+        done(entries)
     }
 
     fn ready(&self) -> bool {
@@ -90,17 +82,16 @@ impl Engine for MemoryEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Audience;
     use bytes::Bytes;
     use futures_util::FutureExt;
 
     fn msg(text: &'static str, cap: usize) -> Broadcast {
         Broadcast {
             json: Bytes::from_static(text.as_bytes()),
-            audience: Audience::Members {
-                authenticated_only: false,
-            },
+            audience: Audience::everyone(),
             history_cap: cap,
-            sender: None,
+            origin: None,
         }
     }
 

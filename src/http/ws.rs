@@ -96,7 +96,7 @@ pub async fn upgrade(
     let user = identity
         .authenticated
         .then(|| (app.hash.clone(), identity.row_id_key()));
-    let admission = match Admission::admit(&state, user) {
+    let admission = match Admission::admit(&state, user).await {
         Ok(a) => a,
         Err(Refused::ServerFull) => {
             refuse(&outbox, None, close::OVERLOAD, "server full");
