@@ -36,14 +36,20 @@ use tokio::sync::{mpsc, oneshot};
 /// cluster-wide; else deliver to this node's members). Answers whether it is done.
 pub type EventSink = Arc<dyn Fn(Bytes, bool) -> BoxFuture<'static, bool> + Send + Sync>;
 
+/// KEYS: topic, history list, recovery stream. ARGV: envelope, history cap,
+/// history TTL (ms), history entry. Every broadcast is also kept briefly in the
+/// channel's recovery stream, and published with its stream id, so a node that
+/// re-subscribes after losing Redis can fetch what it missed.
 const PUBLISH_LUA: &str = r#"
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'e', ARGV[1])
+redis.call('PEXPIRE', KEYS[3], 120000)
 local cap = tonumber(ARGV[2])
 if cap > 0 then
   redis.call('RPUSH', KEYS[2], ARGV[4])
   redis.call('LTRIM', KEYS[2], -cap, -1)
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
-return redis.call('PUBLISH', KEYS[1], ARGV[1])
+return redis.call('PUBLISH', KEYS[1], id .. '\n' .. ARGV[1])
 "#;
 
 const ADMIT_USER_LUA: &str = r#"
@@ -54,6 +60,41 @@ redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('SADD', KEYS[2], ARGV[3])
 return 1
 "#;
+
+/// A stream entry id `ms-seq`, ordered.
+type StreamId = (u64, u64);
+
+fn parse_stream_id(s: &str) -> Option<StreamId> {
+    let (ms, seq) = s.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+struct Route {
+    recipients: Vec<Recipient<Deliver>>,
+    /// The last broadcast delivered here; later ones with a smaller id are repeats.
+    last_id: Option<StreamId>,
+    /// When this node subscribed (ms): recovery never reaches further back.
+    since_ms: u64,
+    /// While catching up after a reconnect, live broadcasts wait here.
+    recovering: Option<Vec<(StreamId, Vec<u8>)>>,
+}
+
+impl Route {
+    /// Deliver unless already delivered.
+    fn deliver(&mut self, id: StreamId, envelope: &[u8]) {
+        if self.last_id.is_some_and(|last| id <= last) {
+            return;
+        }
+        self.last_id = Some(id);
+        let Some(broadcast) = decode_envelope(envelope) else {
+            tracing::warn!("undecodable broadcast dropped");
+            return;
+        };
+        for r in &self.recipients {
+            r.do_send(Deliver(broadcast.clone()));
+        }
+    }
+}
 
 enum SubCommand {
     Subscribe(String, oneshot::Sender<Result<(), EngineError>>),
@@ -68,8 +109,8 @@ struct Inner {
     history_ttl_ms: u64,
     commands: ConnectionManager,
     /// Topic -> channel actors on this node (two briefly, while one stops and
-    /// another starts) and how many subscriptions it has.
-    routes: Mutex<HashMap<String, Vec<Recipient<Deliver>>>>,
+    /// another starts) and what was delivered.
+    routes: Mutex<HashMap<String, Route>>,
     sub_tx: mpsc::UnboundedSender<SubCommand>,
     /// This node's own records, written again after Redis comes back.
     own_members: Mutex<HashMap<(String, String), (String, String)>>,
@@ -130,6 +171,9 @@ impl Inner {
     fn events_topic(&self) -> String {
         format!("{}publish", self.prefix)
     }
+    fn recovery_stream(&self, key: &ChannelKey) -> String {
+        format!("{}{}:s:{}", self.prefix, key.app, key.channel)
+    }
     fn events_stream(&self) -> String {
         format!("{}publish-stream", self.prefix)
     }
@@ -147,16 +191,81 @@ impl Inner {
             }
             return;
         }
-        let Some(broadcast) = decode_envelope(payload) else {
-            tracing::warn!(topic, "undecodable broadcast dropped");
+        let Some(split) = payload.iter().position(|&c| c == b'\n') else {
             return;
         };
-        let routes = self.routes.lock();
-        if let Some(recipients) = routes.get(topic) {
-            for r in recipients {
-                r.do_send(Deliver(broadcast.clone()));
+        let Some(id) = std::str::from_utf8(&payload[..split])
+            .ok()
+            .and_then(parse_stream_id)
+        else {
+            tracing::warn!(topic, "broadcast without a stream id dropped");
+            return;
+        };
+        let envelope = &payload[split + 1..];
+        let mut routes = self.routes.lock();
+        let Some(route) = routes.get_mut(topic) else {
+            return;
+        };
+        match &mut route.recovering {
+            Some(waiting) => waiting.push((id, envelope.to_vec())),
+            None => route.deliver(id, envelope),
+        }
+    }
+
+    /// After re-subscribing: fetch from each channel's recovery stream what was
+    /// published while this node was not listening, deliver it in order, then the
+    /// live broadcasts that arrived meanwhile.
+    async fn recover(&self, since_disconnect_ms: u64) {
+        let topics: Vec<(String, String)> = self
+            .routes
+            .lock()
+            .iter()
+            .map(|(topic, r)| {
+                let from = match r.last_id {
+                    Some((ms, seq)) => format!("({ms}-{seq}"),
+                    None => format!("{}-0", r.since_ms.max(since_disconnect_ms)),
+                };
+                (topic.clone(), from)
+            })
+            .collect();
+        let mut conn = self.conn();
+        for (topic, from) in topics {
+            let Some(stream) = self.stream_of_topic(&topic) else {
+                continue;
+            };
+            let entries: redis::RedisResult<redis::Value> = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg(&from)
+                .arg("+")
+                .query_async(&mut conn)
+                .await;
+            let mut found = Vec::new();
+            if let Ok(list) = &entries {
+                collect_entries(list, &mut found);
+            }
+            let mut routes = self.routes.lock();
+            let Some(route) = routes.get_mut(&topic) else {
+                continue;
+            };
+            let waiting = route.recovering.take().unwrap_or_default();
+            if !found.is_empty() {
+                tracing::info!(topic, recovered = found.len(), "recovered missed broadcasts");
+            }
+            for (id, envelope) in found {
+                if let Some(id) = parse_stream_id(&id) {
+                    route.deliver(id, &envelope);
+                }
+            }
+            for (id, envelope) in waiting {
+                route.deliver(id, &envelope);
             }
         }
+    }
+
+    fn stream_of_topic(&self, topic: &str) -> Option<String> {
+        let rest = topic.strip_prefix(&self.prefix)?;
+        let (app, channel) = rest.split_once(":ch:")?;
+        Some(self.recovery_stream(&ChannelKey::new(app, channel)))
     }
 
     /// Write this node's records again (after Redis came back or swept us).
@@ -243,8 +352,16 @@ impl Inner {
                         history_cap: 0,
                         origin: None,
                     };
-                    let _: i64 = conn
-                        .publish(self.topic(&key), encode_envelope(&leave))
+                    let _: i64 = self
+                        .publish_script
+                        .key(self.topic(&key))
+                        .key(self.history_key(&key))
+                        .key(self.recovery_stream(&key))
+                        .arg(encode_envelope(&leave))
+                        .arg(0)
+                        .arg(self.history_ttl_ms)
+                        .arg("")
+                        .invoke_async(&mut conn)
                         .await?;
                     leaves += 1;
                 }
@@ -344,6 +461,7 @@ impl RedisEngine {
 /// The pub/sub connection: (re)connect, (re)subscribe every live topic, route messages.
 async fn bridge(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<SubCommand>) {
     let mut logged_down = false;
+    let mut disconnected_at = now_ms();
     loop {
         let pubsub = match inner.client.get_async_pubsub().await {
             Ok(p) => p,
@@ -358,7 +476,13 @@ async fn bridge(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<SubComm
             }
         };
         let (mut sink, mut stream) = pubsub.split();
-        let mut topics: Vec<String> = inner.routes.lock().keys().cloned().collect();
+        let mut topics: Vec<String> = {
+            let mut routes = inner.routes.lock();
+            for route in routes.values_mut() {
+                route.recovering = Some(Vec::new());
+            }
+            routes.keys().cloned().collect()
+        };
         topics.push(inner.events_topic());
         if let Err(e) = sink.subscribe(&topics).await {
             tracing::warn!(error = %e, "resubscribe failed");
@@ -370,6 +494,7 @@ async fn bridge(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<SubComm
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
+        inner.recover(disconnected_at).await;
         inner.connected.store(true, Ordering::Release);
         if logged_down {
             tracing::info!(topics = topics.len(), "Redis reachable again: resubscribed");
@@ -392,6 +517,7 @@ async fn bridge(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<SubComm
             }
         }
         inner.connected.store(false, Ordering::Release);
+        disconnected_at = now_ms();
         tracing::warn!("Redis pub/sub connection lost; reconnecting");
         logged_down = true;
     }
@@ -557,6 +683,7 @@ impl Engine for RedisEngine {
         let inner = self.inner.clone();
         let topic = inner.topic(key);
         let history = inner.history_key(key);
+        let stream = inner.recovery_stream(key);
         Box::pin(async move {
             if !inner.connected.load(Ordering::Acquire) {
                 return Err(EngineError::Unavailable("Redis unreachable".into()));
@@ -573,6 +700,7 @@ impl Engine for RedisEngine {
                 .publish_script
                 .key(topic)
                 .key(history)
+                .key(stream)
                 .arg(encode_envelope(&msg))
                 .arg(msg.history_cap)
                 .arg(inner.history_ttl_ms)
@@ -609,9 +737,14 @@ impl Engine for RedisEngine {
         let topic = self.inner.topic(key);
         let first = {
             let mut routes = self.inner.routes.lock();
-            let list = routes.entry(topic.clone()).or_default();
-            list.push(sink);
-            list.len() == 1
+            let route = routes.entry(topic.clone()).or_insert_with(|| Route {
+                recipients: Vec::new(),
+                last_id: None,
+                since_ms: now_ms(),
+                recovering: None,
+            });
+            route.recipients.push(sink);
+            route.recipients.len() == 1
         };
         if !first {
             return super::done(());
@@ -629,9 +762,9 @@ impl Engine for RedisEngine {
     fn unsubscribe(&self, key: &ChannelKey, sink: Recipient<Deliver>) {
         let topic = self.inner.topic(key);
         let mut routes = self.inner.routes.lock();
-        if let Some(list) = routes.get_mut(&topic) {
-            list.retain(|r| r != &sink);
-            if list.is_empty() {
+        if let Some(route) = routes.get_mut(&topic) {
+            route.recipients.retain(|r| r != &sink);
+            if route.recipients.is_empty() {
                 routes.remove(&topic);
                 let _ = self.inner.sub_tx.send(SubCommand::Unsubscribe(topic));
             }

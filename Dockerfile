@@ -1,0 +1,52 @@
+# syntax=docker/dockerfile:1
+# Switchboard: docker build -t switchboard .
+#
+# Stage 1 builds the release binary; stage 2 is Debian slim with only the binary, the CA
+# certificates (webhook triggers and rediss:// over TLS) and the default configuration.
+
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+# No debug info in the shipped binary (Cargo.toml keeps it for local profiling).
+ENV CARGO_PROFILE_RELEASE_DEBUG=0 \
+    CARGO_TERM_COLOR=never
+
+# Dependencies first, against placeholder sources, so this layer is cached until
+# Cargo.toml or Cargo.lock change.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src
+
+# The whole context (see .dockerignore), not just src/: the binary embeds files from
+# elsewhere too (config/default.toml as the built-in default, and whatever comes next).
+COPY . .
+# touch: COPY keeps the files' old mtimes, which cargo could take for "unchanged".
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked \
+    && ./target/release/switchboard check-config config/default.toml
+
+FROM debian:bookworm-slim
+# Not pinned: bookworm's security updates replace old ca-certificates versions.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+RUN groupadd --system --gid 10001 switchboard \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin switchboard
+COPY --from=builder /src/target/release/switchboard /usr/local/bin/switchboard
+COPY config/default.toml /etc/switchboard/switchboard.toml
+USER 10001:10001
+WORKDIR /
+EXPOSE 8080
+STOPSIGNAL SIGTERM
+# For `docker run`; Kubernetes uses its own probes (k8s/deployment.yaml). No curl here:
+# bash's /dev/tcp asks /healthz and greps the status line.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
+# Each WebSocket is a file descriptor: raise the soft fd limit to the hard one (runtimes
+# often start containers at a soft 1024), then exec the broker as PID 1 so it gets SIGTERM.
+ENTRYPOINT ["/bin/sh", "-c", "ulimit -n \"$(ulimit -H -n)\" 2>/dev/null; exec /usr/local/bin/switchboard \"$@\"", "switchboard"]
+CMD ["serve", "--config", "/etc/switchboard/switchboard.toml", "--log-format", "json"]
