@@ -129,15 +129,18 @@ pub async fn from_redis(state: &Arc<ServerState>, payload: &[u8], durable: bool)
         Ok(e) => e,
         Err(why) => {
             tracing::warn!(reason = %why, "Redis event envelope dropped: invalid");
+            crate::metrics::event_dropped("invalid");
             return true;
         }
     };
     let Some(app) = state.apps.get(&envelope.app) else {
         tracing::warn!(app = %envelope.app, "Redis event envelope dropped: unknown app");
+        crate::metrics::event_dropped("unknown_app");
         return true;
     };
     if let Err((_, why)) = envelope.event.validate(&app.rules) {
         tracing::warn!(app = %envelope.app, reason = %why, "Redis event envelope dropped");
+        crate::metrics::event_dropped("no_rule");
         return true;
     }
     let mut publish = envelope.event.into_publish();

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod outbox;
 pub mod protocol;
 pub mod rules;

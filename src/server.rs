@@ -21,6 +21,7 @@ pub struct Server {
 impl Server {
     /// Bind and build (call inside an actix system: it starts the app registries).
     pub fn bind(config: &Config) -> std::io::Result<Server> {
+        crate::metrics::install();
         let mut redis_engine = None;
         let engine: Arc<dyn Engine> = if !config.cluster.redis_url.is_empty() {
             let redis = RedisEngine::start(&config.cluster).map_err(std::io::Error::other)?;

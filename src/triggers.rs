@@ -27,7 +27,10 @@ pub async fn call(url: &str, api_key: &str, timeout: Duration, body: serde_json:
             .bearer_auth(api_key)
             .insert_header(("content-type", "application/json"))
     });
-    let mut response = match request.send_json(&body).await {
+    let started = std::time::Instant::now();
+    let sent = request.send_json(&body).await;
+    crate::metrics::trigger_latency(started.elapsed());
+    let mut response = match sent {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(url, error = %e, "trigger failed: refusing");

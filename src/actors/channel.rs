@@ -127,8 +127,9 @@ impl ChannelActor {
     pub fn deliver(&mut self, msg: &Broadcast, ctx: &mut Context<Self>) {
         let frame = protocol::text_frame(&msg.json);
         let mut dropped = Vec::new();
+        let mut queued = 0u64;
         let mut push = |id: &Arc<str>, m: &Member| match m.outbox.push(frame.clone()) {
-            Push::Queued => {}
+            Push::Queued => queued += 1,
             Push::Overflow => dropped.push((id.clone(), true)),
             Push::Closed => dropped.push((id.clone(), false)),
         };
@@ -164,8 +165,10 @@ impl ChannelActor {
                 }
             }
         }
+        crate::metrics::delivered(queued);
         for (id, overflowed) in dropped {
             if overflowed {
+                crate::metrics::dropped("slow_consumer");
                 if let Some(m) = self.members.get(&id) {
                     m.conn.do_send(SlowConsumer);
                 }
@@ -225,10 +228,11 @@ impl ChannelActor {
     }
 
     fn send_error(&self, member: &Member, denied: Denied) {
-        member.outbox.push(protocol::error_frame(
-            Some(self.channel()),
-            &denied.to_string(),
-        ));
+        let text = denied.to_string();
+        crate::metrics::error_sent(&text);
+        member
+            .outbox
+            .push(protocol::error_frame(Some(self.channel()), &text));
     }
 
     fn local_presence(&self) -> Vec<SharedJson> {
@@ -305,6 +309,7 @@ impl Handler<Join> for ChannelActor {
             existing.presence |= wants_presence;
             (None, None)
         } else {
+            crate::metrics::joined();
             let mut member = msg.member;
             member.presence = wants_presence;
             let record = MemberRecord {

@@ -89,6 +89,7 @@ impl ConnectionActor {
     }
 
     fn send_error(&mut self, channel: Option<&str>, message: &str, ctx: &mut Context<Self>) {
+        crate::metrics::error_sent(message);
         self.send(protocol::error_frame(channel, message), ctx);
     }
 
@@ -220,6 +221,7 @@ impl ConnectionActor {
     }
 
     fn message(&mut self, frame: Inbound, ctx: &mut Context<Self>) {
+        crate::metrics::message_in();
         let channel = frame.channel.clone();
         let Some(joined) = self.joined.get(&channel) else {
             return self.deny(&channel, Denied::NotJoined, ctx);
@@ -238,6 +240,7 @@ impl ConnectionActor {
         }
         if let Some(limiter) = &self.limiter {
             if limiter.check().is_err() {
+                crate::metrics::dropped("rate_limit");
                 return self.deny(&channel, Denied::RateLimited, ctx);
             }
         }
@@ -375,6 +378,7 @@ impl Actor for ConnectionActor {
             linger::reset_if_stuck(self.raw_socket);
         }
         self.outbox.finish();
+        crate::metrics::connection_closed(&self.app.hash, self.close_reason);
         tracing::info!(
             socket = %self.socket_id,
             app = %self.app.hash,

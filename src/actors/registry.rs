@@ -70,6 +70,7 @@ impl Handler<JoinChannel> for RegistryActor {
                 ctx.address(),
                 self.engine.clone(),
             );
+            crate::metrics::channels_live(1.0);
             Live {
                 addr: channel.start(),
                 joins_sent: 0,
@@ -101,6 +102,7 @@ impl Handler<ChannelIdle> for RegistryActor {
             if live.joins_sent == msg.joins_seen {
                 live.addr.do_send(Shutdown);
                 self.channels.remove(&msg.channel);
+                crate::metrics::channels_live(-1.0);
             }
         }
     }

@@ -519,6 +519,7 @@ async fn bridge(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<SubComm
         inner.connected.store(false, Ordering::Release);
         disconnected_at = now_ms();
         tracing::warn!("Redis pub/sub connection lost; reconnecting");
+        crate::metrics::redis_reconnect();
         logged_down = true;
     }
 }
@@ -696,6 +697,7 @@ impl Engine for RedisEngine {
             });
             entry.extend_from_slice(&msg.json);
             let mut conn = inner.conn();
+            let started = std::time::Instant::now();
             let _: i64 = inner
                 .publish_script
                 .key(topic)
@@ -708,6 +710,7 @@ impl Engine for RedisEngine {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
+            crate::metrics::redis_roundtrip(started.elapsed());
             Ok(Published::Remote)
         })
     }

@@ -8,6 +8,12 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
+pub async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render())
+}
+
 pub async fn readyz(state: web::Data<Arc<ServerState>>) -> HttpResponse {
     if state.is_draining() {
         HttpResponse::ServiceUnavailable().body("draining")

@@ -16,6 +16,7 @@ fn key_matches(given: &str, expected: &str) -> bool {
 }
 
 fn reply(status: u16, message: &str) -> HttpResponse {
+    crate::metrics::publish_request(status);
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status"))
         .json(serde_json::json!({ "error": message }))
 }
@@ -61,6 +62,7 @@ pub async fn publish(
             Err(_) => return reply(503, "unavailable"),
         }
     }
+    crate::metrics::publish_request(202);
     HttpResponse::Accepted().json(serde_json::json!({ "accepted": count }))
 }
 

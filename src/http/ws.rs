@@ -57,8 +57,10 @@ pub async fn upgrade(
 
     let limits = &state.limits;
     let outbox = Outbox::new(limits.send_queue_bytes);
-    let refuse = |outbox: &Arc<Outbox>, message: Option<&str>, code: u16, reason: &str| {
+    let refuse = |outbox: &Arc<Outbox>, message: Option<&str>, code: u16, reason: &'static str| {
+        crate::metrics::disconnect(reason);
         if let Some(m) = message {
+            crate::metrics::error_sent(m);
             outbox.push(protocol::error_frame(None, m));
         }
         outbox.close(code, reason, false);
@@ -88,6 +90,7 @@ pub async fn upgrade(
                     );
                     return respond(response, OutboxBody::new(outbox));
                 }
+                crate::metrics::error_sent(&message);
                 outbox.push(protocol::error_frame(None, &message));
                 Identity::anonymous(socket_id)
             }
@@ -112,6 +115,7 @@ pub async fn upgrade(
             return respond(response, OutboxBody::new(outbox));
         }
     };
+    crate::metrics::connection_opened(&app.hash);
     tracing::info!(
         socket = %identity.socket_id,
         app = %app.hash,

@@ -1,0 +1,114 @@
+//! Prometheus metrics (`GET /metrics`). Names are `switchboard_*`; hot-path counters
+//! are bumped once per broadcast or frame, never per recipient.
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the recorder once per process (tests start several servers).
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
+            .expect("static buckets are valid")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding program); we still render ours.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+pub fn render() -> String {
+    install().render()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("switchboard_connections", "Open WebSockets, per app");
+    describe_counter!("switchboard_connections_total", "WebSockets accepted, per app");
+    describe_counter!("switchboard_disconnects_total", "Sockets closed, by reason");
+    describe_counter!("switchboard_joins_total", "Successful joins");
+    describe_counter!("switchboard_messages_in_total", "Client message frames received");
+    describe_counter!("switchboard_deliveries_total", "Frames queued to sockets by channels");
+    describe_counter!("switchboard_drops_total", "Frames or sockets dropped, by reason");
+    describe_counter!("switchboard_errors_total", "Error frames sent, by text");
+    describe_counter!("switchboard_publish_requests_total", "Publish API requests, by status");
+    describe_counter!("switchboard_events_dropped_total", "Backend events from Redis that could not be delivered, by reason");
+    describe_histogram!("switchboard_trigger_seconds", "Webhook trigger latency");
+    describe_histogram!("switchboard_redis_roundtrip_seconds", "Redis publish round trip");
+    describe_counter!("switchboard_redis_reconnects_total", "Redis pub/sub reconnects");
+    describe_gauge!("switchboard_channels_live", "Live channel actors on this node");
+}
+
+pub fn connection_opened(app: &str) {
+    counter!("switchboard_connections_total", "app" => app.to_string()).increment(1);
+    gauge!("switchboard_connections", "app" => app.to_string()).increment(1.0);
+}
+
+pub fn connection_closed(app: &str, reason: &'static str) {
+    gauge!("switchboard_connections", "app" => app.to_string()).decrement(1.0);
+    disconnect(reason);
+}
+
+/// A socket closed (or refused at the upgrade) for `reason`.
+pub fn disconnect(reason: &'static str) {
+    counter!("switchboard_disconnects_total", "reason" => reason).increment(1);
+}
+
+pub fn joined() {
+    counter!("switchboard_joins_total").increment(1);
+}
+
+pub fn message_in() {
+    counter!("switchboard_messages_in_total").increment(1);
+}
+
+pub fn delivered(frames: u64) {
+    if frames > 0 {
+        counter!("switchboard_deliveries_total").increment(frames);
+    }
+}
+
+pub fn dropped(reason: &'static str) {
+    counter!("switchboard_drops_total", "reason" => reason).increment(1);
+}
+
+/// An error frame; "Invalid frame: …" texts are counted under one label.
+pub fn error_sent(text: &str) {
+    let label = match text.split_once(':') {
+        Some((head, _)) => head.to_string(),
+        None => text.to_string(),
+    };
+    counter!("switchboard_errors_total", "error" => label).increment(1);
+}
+
+pub fn publish_request(status: u16) {
+    counter!("switchboard_publish_requests_total", "status" => status.to_string()).increment(1);
+}
+
+pub fn event_dropped(reason: &'static str) {
+    counter!("switchboard_events_dropped_total", "reason" => reason).increment(1);
+}
+
+pub fn trigger_latency(d: Duration) {
+    histogram!("switchboard_trigger_seconds").record(d.as_secs_f64());
+}
+
+pub fn redis_roundtrip(d: Duration) {
+    histogram!("switchboard_redis_roundtrip_seconds").record(d.as_secs_f64());
+}
+
+pub fn redis_reconnect() {
+    counter!("switchboard_redis_reconnects_total").increment(1);
+}
+
+pub fn channels_live(delta: f64) {
+    gauge!("switchboard_channels_live").increment(delta);
+}
