@@ -554,40 +554,61 @@ async fn heartbeats(inner: Arc<Inner>) {
 async fn durable_events(inner: Arc<Inner>) {
     let stream = inner.events_stream();
     let group = "switchboard";
-    let mut conn = loop {
-        match inner.client.get_multiplexed_async_connection().await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
+    // Its own connection: a blocking read would stall the shared command connection.
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(1);
+    let Ok(mut conn) = ConnectionManager::new_lazy_with_config(inner.client.clone(), config)
+    else {
+        tracing::error!("durable events: cannot create a Redis connection");
+        return;
     };
+    let mut group_ready = false;
+    // Our own unacknowledged entries are read first (after a start or a failure).
+    let mut pending_first = true;
     let mut last_claim = std::time::Instant::now();
     loop {
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&stream)
-            .arg(group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = &created {
-            if e.code() != Some("BUSYGROUP") {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+        if !group_ready {
+            let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&stream)
+                .arg(group)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match created {
+                Ok(()) => group_ready = true,
+                Err(e) if e.code() == Some("BUSYGROUP") => group_ready = true,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
             }
         }
-        break;
-    }
-    loop {
         let sink = inner.events.lock().clone();
         let Some(sink) = sink else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
-        if last_claim.elapsed() > Duration::from_secs(10) {
+        let read: redis::RedisResult<redis::Value> = if pending_first {
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(group)
+                .arg(&inner.node_id)
+                .arg("COUNT")
+                .arg(100)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg("0")
+                .query_async(&mut conn)
+                .await
+        } else if last_claim.elapsed() > Duration::from_secs(10) {
+            // Entries a dead node had read but not acknowledged.
             last_claim = std::time::Instant::now();
-            let claimed: redis::RedisResult<redis::Value> = redis::cmd("XAUTOCLAIM")
+            redis::cmd("XAUTOCLAIM")
                 .arg(&stream)
                 .arg(group)
                 .arg(&inner.node_id)
@@ -596,15 +617,16 @@ async fn durable_events(inner: Arc<Inner>) {
                 .arg("COUNT")
                 .arg(100)
                 .query_async(&mut conn)
-                .await;
-            if let Ok(redis::Value::Array(parts)) = claimed {
-                if let Some(list) = parts.get(1) {
-                    collect_entries(list, &mut entries);
-                }
-            }
-        }
-        if entries.is_empty() {
-            let read: redis::RedisResult<redis::Value> = redis::cmd("XREADGROUP")
+                .await
+                .map(|v| match v {
+                    // [next id, entries, deleted ids] -> shaped like one stream of XREADGROUP
+                    redis::Value::Array(parts) => redis::Value::Array(vec![redis::Value::Array(
+                        vec![redis::Value::Nil, parts.get(1).cloned().unwrap_or(redis::Value::Nil)],
+                    )]),
+                    other => other,
+                })
+        } else {
+            redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(group)
                 .arg(&inner.node_id)
@@ -616,28 +638,40 @@ async fn durable_events(inner: Arc<Inner>) {
                 .arg(&stream)
                 .arg(">")
                 .query_async(&mut conn)
-                .await;
-            match read {
-                Ok(redis::Value::Array(streams)) => {
-                    for s in streams {
-                        if let redis::Value::Array(pair) = s {
-                            if let Some(list) = pair.get(1) {
-                                collect_entries(list, &mut entries);
-                            }
+                .await
+        };
+        match read {
+            Ok(redis::Value::Array(streams)) => {
+                for s in streams {
+                    if let redis::Value::Array(pair) = s {
+                        if let Some(list) = pair.get(1) {
+                            collect_entries(list, &mut entries);
                         }
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "durable events: read failed");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
             }
+            Ok(_) => {}
+            Err(e) => {
+                if e.code() == Some("NOGROUP") {
+                    // Redis restarted without our stream: create the group again.
+                    group_ready = false;
+                }
+                tracing::debug!(error = %e, "durable events: read failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
+        if pending_first && entries.is_empty() {
+            pending_first = false;
         }
         for (id, payload) in entries {
             if sink(Bytes::from(payload), true).await {
                 let _: redis::RedisResult<i64> = conn.xack(&stream, group, &[&id]).await;
+            } else {
+                // Not published yet (the engine is not ready): retry from our pending list.
+                pending_first = true;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                break;
             }
         }
     }
