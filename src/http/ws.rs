@@ -33,27 +33,26 @@ pub async fn upgrade(
         Ok(r) => r,
         Err(e) => return HttpResponse::BadRequest().body(e.to_string()),
     };
+    // The SDK offers its token as the only subprotocol; the 101 must select it, or
+    // browsers and `ws` abort. Of a list, the first is the token and is selected.
     let offered = req
         .headers()
         .get("sec-websocket-protocol")
         .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty());
     if let Some(p) = &offered {
-        // Browsers and `ws` abort unless the offered protocol is selected.
         response.insert_header(("sec-websocket-protocol", p.as_str()));
     }
-    let token = offered
-        .as_deref()
-        .map(|p| p.split(',').next().unwrap_or("").trim().to_string())
-        .or_else(|| {
-            req.headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(|t| t.trim().to_string())
-        })
-        .filter(|t| !t.is_empty());
+    let token = offered.clone().or_else(|| {
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    });
 
     let limits = &state.limits;
     let outbox = Outbox::new(limits.send_queue_bytes);
