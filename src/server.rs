@@ -42,6 +42,20 @@ impl Server {
             memory
         };
         let state = ServerState::new(config, engine).map_err(std::io::Error::other)?;
+        if state.connect_limiter.is_some() {
+            // Forget addresses that stopped connecting, so the limiter's memory stays bounded.
+            let limiter_state = state.clone();
+            actix_rt::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    tick.tick().await;
+                    if let Some(l) = &limiter_state.connect_limiter {
+                        l.retain_recent();
+                        l.shrink_to_fit();
+                    }
+                }
+            });
+        }
         if let Some(redis) = redis_engine {
             let events_state = state.clone();
             redis.set_event_sink(Arc::new(move |payload, durable| {

@@ -29,6 +29,8 @@ pub struct ServerState {
     pub engine: Arc<dyn Engine>,
     pub connections: Connections,
     pub draining: AtomicBool,
+    /// `limits.connects_per_ip_per_s`, when set.
+    pub connect_limiter: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
 }
 
 impl ServerState {
@@ -59,6 +61,8 @@ impl ServerState {
             engine,
             connections: Connections::default(),
             draining: AtomicBool::new(false),
+            connect_limiter: std::num::NonZeroU32::new(config.limits.connects_per_ip_per_s)
+                .map(|n| governor::RateLimiter::keyed(governor::Quota::per_second(n))),
         }))
     }
 

@@ -29,6 +29,12 @@ pub async fn upgrade(
     if state.is_draining() {
         return HttpResponse::ServiceUnavailable().body("draining");
     }
+    if let (Some(limiter), Some(peer)) = (&state.connect_limiter, req.peer_addr()) {
+        if limiter.check_key(&peer.ip()).is_err() {
+            crate::metrics::disconnect("connect rate");
+            return HttpResponse::TooManyRequests().body("too many connections from this address");
+        }
+    }
     let mut response = match actix_http::ws::handshake(req.head()) {
         Ok(r) => r,
         Err(e) => return HttpResponse::BadRequest().body(e.to_string()),
@@ -73,6 +79,15 @@ pub async fn upgrade(
         );
         return respond(response, OutboxBody::new(outbox));
     };
+    if !app.config.allowed_origins.is_empty() {
+        // Cross-site WebSocket hijacking: browsers always send Origin; other clients may not.
+        if let Some(origin) = req.headers().get("origin").and_then(|v| v.to_str().ok()) {
+            if !app.config.allowed_origins.iter().any(|o| o == origin) {
+                crate::metrics::disconnect("origin refused");
+                return HttpResponse::Forbidden().body("origin not allowed");
+            }
+        }
+    }
     let socket_id = auth::new_socket_id();
     let identity = match token {
         None => Identity::anonymous(socket_id),

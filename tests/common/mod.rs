@@ -119,6 +119,32 @@ impl TestServer {
         }
     }
 
+    /// Start with an already loaded configuration (e.g. `Config::load` of a file, so that
+    /// relative paths in it resolve); its `listen` should be 127.0.0.1:0.
+    pub fn with_loaded_config(config: Config) -> TestServer {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let server = switchboard::Server::bind(&config).expect("bind");
+                tx.send((server.addr, server.handle())).unwrap();
+                let handle = server.handle();
+                actix_rt::spawn(async move {
+                    // Stop when the TestServer is dropped.
+                    let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                    handle.shutdown().await;
+                });
+                server.run().await.expect("server ran");
+            });
+        });
+        let (addr, handle) = rx.recv().expect("server started");
+        TestServer {
+            addr,
+            handle,
+            stop: Some(stop_tx),
+        }
+    }
+
     pub fn url(&self, hash: &str) -> String {
         format!("ws://{}/rt/{}", self.addr, hash)
     }
@@ -268,6 +294,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// Wrap a socket connected by the test itself (custom headers).
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client {
+            ws,
+            selected_protocol: None,
+            barrier_seq: 0,
+        }
+    }
+
     pub async fn connect(url: &str, token: Option<&str>) -> Client {
         let mut req = url.into_client_request().unwrap();
         if let Some(t) = token {
