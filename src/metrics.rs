@@ -3,10 +3,15 @@
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Running totals for the admin view (the Prometheus recorder is write-only).
+pub static MESSAGES_IN: AtomicU64 = AtomicU64::new(0);
+pub static DELIVERIES: AtomicU64 = AtomicU64::new(0);
 
 /// Install the recorder once per process (tests start several servers).
 pub fn install() -> &'static PrometheusHandle {
@@ -67,11 +72,13 @@ pub fn joined() {
 }
 
 pub fn message_in() {
+    MESSAGES_IN.fetch_add(1, Ordering::Relaxed);
     counter!("switchboard_messages_in_total").increment(1);
 }
 
 pub fn delivered(frames: u64) {
     if frames > 0 {
+        DELIVERIES.fetch_add(frames, Ordering::Relaxed);
         counter!("switchboard_deliveries_total").increment(frames);
     }
 }

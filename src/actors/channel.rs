@@ -517,6 +517,20 @@ impl Handler<HistoryRequest> for ChannelActor {
     }
 }
 
+/// For the admin view: (local members, local presence members).
+#[derive(Message)]
+#[rtype(result = "(usize, usize)")]
+pub struct Snapshot;
+
+impl Handler<Snapshot> for ChannelActor {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
+        let presence = self.members.values().filter(|m| m.presence).count();
+        MessageResult((self.members.len(), presence))
+    }
+}
+
 /// From the registry: no join is on its way, stop.
 #[derive(Message)]
 #[rtype(result = "()")]

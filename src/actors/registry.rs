@@ -191,6 +191,44 @@ impl Handler<PublishEvent> for RegistryActor {
     }
 }
 
+/// The live channels and their local member counts, for the admin view.
+#[derive(Message)]
+#[rtype(result = "Vec<ChannelStats>")]
+pub struct ListChannels;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChannelStats {
+    pub name: String,
+    pub members: usize,
+    pub presence: usize,
+}
+
+impl Handler<ListChannels> for RegistryActor {
+    type Result = ResponseFuture<Vec<ChannelStats>>;
+
+    fn handle(&mut self, _: ListChannels, _: &mut Context<Self>) -> Self::Result {
+        let asks: Vec<_> = self
+            .channels
+            .iter()
+            .map(|(name, live)| (name.to_string(), live.addr.send(super::channel::Snapshot)))
+            .collect();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(asks.len());
+            for (name, ask) in asks {
+                if let Ok((members, presence)) = ask.await {
+                    out.push(ChannelStats {
+                        name,
+                        members,
+                        presence,
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            out
+        })
+    }
+}
+
 /// How many channel actors are live (for tests and metrics).
 #[derive(Message)]
 #[rtype(result = "usize")]

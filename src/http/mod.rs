@@ -1,5 +1,6 @@
 //! HTTP: the WebSocket upgrade, the publish API and health, on one port.
 
+pub mod admin;
 pub mod health;
 pub mod linger;
 pub mod publish;
@@ -20,5 +21,6 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<ServerState>) {
         )
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics));
+        .route("/metrics", web::get().to(health::metrics))
+        .route("/admin/stats", web::get().to(admin::stats));
 }

@@ -5,7 +5,7 @@ use crate::state::ServerState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::Arc;
 
-fn key_matches(given: &str, expected: &str) -> bool {
+pub fn key_matches(given: &str, expected: &str) -> bool {
     // Constant time over the expected key's length.
     let (g, e) = (given.as_bytes(), expected.as_bytes());
     let mut diff = g.len() ^ e.len();

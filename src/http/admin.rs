@@ -1,0 +1,50 @@
+//! The admin API: `GET /admin/stats` (JSON), guarded by `server.admin_token`.
+//! The admin page (`GET /admin`) polls it.
+
+use crate::actors::registry::ListChannels;
+use crate::state::ServerState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Whether the request carries the admin token (`Authorization: Bearer`).
+pub fn authorized(req: &HttpRequest, state: &ServerState) -> bool {
+    let Some(expected) = state.admin_token.as_deref() else {
+        return false;
+    };
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| crate::http::publish::key_matches(given.trim(), expected))
+}
+
+pub async fn stats(req: HttpRequest, state: web::Data<Arc<ServerState>>) -> HttpResponse {
+    if state.admin_token.is_none() {
+        return HttpResponse::NotFound().json(json!({"error": "admin is off (server.admin_token)"}));
+    }
+    if !authorized(&req, &state) {
+        return HttpResponse::Unauthorized().json(json!({"error": "invalid admin token"}));
+    }
+    let mut apps = Vec::new();
+    let mut hashes: Vec<_> = state.apps.keys().cloned().collect();
+    hashes.sort();
+    for hash in hashes {
+        let app = &state.apps[&hash];
+        let channels = app.registry.send(ListChannels).await.unwrap_or_default();
+        apps.push(json!({
+            "hash": hash,
+            "name": app.config.name,
+            "channels": channels,
+        }));
+    }
+    HttpResponse::Ok().json(json!({
+        "connections": state.connections.count(),
+        "draining": state.is_draining(),
+        "ready": state.engine.ready(),
+        "messages_in_total": crate::metrics::MESSAGES_IN.load(Ordering::Relaxed),
+        "deliveries_total": crate::metrics::DELIVERIES.load(Ordering::Relaxed),
+        "apps": apps,
+    }))
+}
