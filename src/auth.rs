@@ -489,6 +489,9 @@ bxwyd+dYVpBDfI1SM2Qfu9dQEuNo+sFh
                 ..JwtConfig::default()
             },
             channels: vec![],
+            allowed_origins: vec![],
+            channels_dir: None,
+            xano_export: None,
         }
     }
 

@@ -2,7 +2,7 @@
 //! validated at start with errors that name the bad key.
 
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The configuration compiled into the binary, used when no `--config` is given
@@ -49,6 +49,11 @@ pub struct ServerConfig {
     pub listen: String,
     /// Seconds over which sockets are closed with 1012 on SIGTERM.
     pub drain_s: u64,
+    /// Bearer token for `/admin` and `/admin/reload`; unset = the admin endpoints are off.
+    pub admin_token: Option<String>,
+    /// PEM certificate chain and private key: serve `wss://`/`https://` directly.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +61,9 @@ impl Default for ServerConfig {
         Self {
             listen: "0.0.0.0:8080".into(),
             drain_s: 5,
+            admin_token: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -75,6 +83,8 @@ pub struct Limits {
     pub pong_timeout_s: u64,
     /// Largest body accepted by the publish API.
     pub max_publish_bytes: usize,
+    /// New WebSockets per second from one IP address (0 = off); beyond: HTTP 429.
+    pub connects_per_ip_per_s: u32,
 }
 
 impl Default for Limits {
@@ -89,6 +99,7 @@ impl Default for Limits {
             ping_interval_s: 25,
             pong_timeout_s: 60,
             max_publish_bytes: 1_048_576,
+            connects_per_ip_per_s: 0,
         }
     }
 }
@@ -129,6 +140,8 @@ pub enum InvalidToken {
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub name: String,
+    /// May be left out when `xano_export` provides it; always set after loading.
+    #[serde(default)]
     pub hash: String,
     pub api_key: String,
     #[serde(default)]
@@ -139,6 +152,18 @@ pub struct AppConfig {
     pub jwt: JwtConfig,
     #[serde(default)]
     pub channels: Vec<ChannelRule>,
+    /// Browser origins allowed to open sockets (`https://app.example.com`); empty = any.
+    /// Requests without an `Origin` header (non-browser clients) are always allowed.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// A directory of XanoScript `realtime_channel` files (`*.xs`) whose rules join
+    /// `channels`; relative to the config file's directory (resolved after loading).
+    #[serde(default)]
+    pub channels_dir: Option<PathBuf>,
+    /// A Xano Metadata API realtime export (JSON): its channels join `channels`, its `hash`
+    /// is the app's when `hash` is not set, `enabled: false` makes every rule inactive.
+    #[serde(default)]
+    pub xano_export: Option<PathBuf>,
 }
 
 fn default_roles_claim() -> String {
@@ -189,7 +214,7 @@ pub struct ChannelSettings {
     pub presence: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRule {
     pub pattern: String,
@@ -255,13 +280,23 @@ impl Config {
             })?,
             None => EMBEDDED_DEFAULT.to_string(),
         };
-        Self::from_toml_with_env(&text, std::env::vars())
+        Self::from_toml_in(&text, std::env::vars(), path.and_then(Path::parent))
     }
 
     /// Parse TOML text, apply `SWITCHBOARD__…` overrides from `vars`, validate.
     pub fn from_toml_with_env(
         text: &str,
         vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Self::from_toml_in(text, vars, None)
+    }
+
+    /// [`Config::from_toml_with_env`], reading relative `channels_dir` / `xano_export` paths
+    /// against `base_dir` (the config file's directory; None: the current directory).
+    pub fn from_toml_in(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+        base_dir: Option<&Path>,
     ) -> Result<Config, ConfigError> {
         let mut value: toml::Value =
             toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
@@ -273,10 +308,11 @@ impl Config {
         for (var, raw) in overrides {
             apply_env_override(&mut value, &var, &raw)?;
         }
-        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             invalid(key, e.into_inner().to_string())
         })?;
+        crate::xano::resolve(&mut config, base_dir)?;
         config.validate()?;
         Ok(config)
     }
@@ -289,6 +325,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid("server.listen", "expected ip:port"));
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(invalid(
+                "server.tls_cert",
+                "tls_cert and tls_key must be set together",
+            ));
         }
         let l = &self.limits;
         if l.max_frame_bytes < 128 {

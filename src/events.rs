@@ -133,12 +133,12 @@ pub async fn from_redis(state: &Arc<ServerState>, payload: &[u8], durable: bool)
             return true;
         }
     };
-    let Some(app) = state.apps.get(&envelope.app) else {
+    let Some(app) = state.app(&envelope.app) else {
         tracing::warn!(app = %envelope.app, "Redis event envelope dropped: unknown app");
         crate::metrics::event_dropped("unknown_app");
         return true;
     };
-    if let Err((_, why)) = envelope.event.validate(&app.rules) {
+    if let Err((_, why)) = envelope.event.validate(&app.settings().rules) {
         tracing::warn!(app = %envelope.app, reason = %why, "Redis event envelope dropped");
         crate::metrics::event_dropped("no_rule");
         return true;

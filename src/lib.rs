@@ -10,10 +10,12 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+pub mod reload;
 pub mod rules;
 pub mod server;
 pub mod state;
 pub mod triggers;
+pub mod xano;
 
 pub use config::Config;
 pub use server::{Server, ServerHandle};

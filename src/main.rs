@@ -26,6 +26,11 @@ enum Command {
     },
     /// Validate a configuration file (with environment overrides) and exit.
     CheckConfig { file: PathBuf },
+    /// Print Xano channel rules as TOML `[[apps.channels]]` tables: from a XanoScript file,
+    /// a directory of `*.xs` files, or a Metadata API realtime export (`.json`).
+    Import { source: PathBuf },
+    /// Print each app's channel rules of a configuration file as XanoScript `realtime_channel` blocks.
+    ExportXs { config: PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -60,6 +65,34 @@ fn main() -> std::process::ExitCode {
                 }
             };
         }
+        Some(Command::Import { source }) => {
+            return match switchboard::xano::import(&source) {
+                Ok(toml) => {
+                    print!("{toml}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::ExportXs { config }) => {
+            return match Config::load(Some(&config)) {
+                Ok(c) => {
+                    let (xs, notes) = switchboard::xano::config_to_xs(&c);
+                    print!("{xs}");
+                    for note in notes {
+                        eprintln!("note: {note}");
+                    }
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::Serve { config }) => config,
         None => None,
     };
@@ -85,9 +118,18 @@ fn main() -> std::process::ExitCode {
         }
     }
     let result = actix_rt::System::new().block_on(async move {
-        let server = Server::bind(&config)?;
+        let server = Server::bind_with_path(&config, config_path.clone())?;
         tracing::info!(addr = %server.addr, apps = config.apps.len(), "listening");
         let handle = server.handle();
+        let state = server.state.clone();
+        actix_rt::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = switchboard::reload::reload(&state);
+            }
+        });
         actix_rt::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown signal: draining");

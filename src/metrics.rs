@@ -37,19 +37,50 @@ pub fn render() -> String {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("switchboard_connections", "Open WebSockets, per app");
-    describe_counter!("switchboard_connections_total", "WebSockets accepted, per app");
+    describe_counter!(
+        "switchboard_connections_total",
+        "WebSockets accepted, per app"
+    );
     describe_counter!("switchboard_disconnects_total", "Sockets closed, by reason");
     describe_counter!("switchboard_joins_total", "Successful joins");
-    describe_counter!("switchboard_messages_in_total", "Client message frames received");
-    describe_counter!("switchboard_deliveries_total", "Frames queued to sockets by channels");
-    describe_counter!("switchboard_drops_total", "Frames or sockets dropped, by reason");
+    describe_counter!(
+        "switchboard_messages_in_total",
+        "Client message frames received"
+    );
+    describe_counter!(
+        "switchboard_deliveries_total",
+        "Frames queued to sockets by channels"
+    );
+    describe_counter!(
+        "switchboard_drops_total",
+        "Frames or sockets dropped, by reason"
+    );
     describe_counter!("switchboard_errors_total", "Error frames sent, by text");
-    describe_counter!("switchboard_publish_requests_total", "Publish API requests, by status");
-    describe_counter!("switchboard_events_dropped_total", "Backend events from Redis that could not be delivered, by reason");
+    describe_counter!(
+        "switchboard_publish_requests_total",
+        "Publish API requests, by status"
+    );
+    describe_counter!(
+        "switchboard_events_dropped_total",
+        "Backend events from Redis that could not be delivered, by reason"
+    );
     describe_histogram!("switchboard_trigger_seconds", "Webhook trigger latency");
-    describe_histogram!("switchboard_redis_roundtrip_seconds", "Redis publish round trip");
-    describe_counter!("switchboard_redis_reconnects_total", "Redis pub/sub reconnects");
-    describe_gauge!("switchboard_channels_live", "Live channel actors on this node");
+    describe_histogram!(
+        "switchboard_redis_roundtrip_seconds",
+        "Redis publish round trip"
+    );
+    describe_counter!(
+        "switchboard_redis_reconnects_total",
+        "Redis pub/sub reconnects"
+    );
+    describe_gauge!(
+        "switchboard_channels_live",
+        "Live channel actors on this node"
+    );
+    describe_counter!(
+        "switchboard_reloads_total",
+        "Configuration reloads, by result"
+    );
 }
 
 pub fn connection_opened(app: &str) {
@@ -114,6 +145,10 @@ pub fn redis_roundtrip(d: Duration) {
 
 pub fn redis_reconnect() {
     counter!("switchboard_redis_reconnects_total").increment(1);
+}
+
+pub fn reload(result: &'static str) {
+    counter!("switchboard_reloads_total", "result" => result).increment(1);
 }
 
 pub fn channels_live(delta: f64) {

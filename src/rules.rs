@@ -39,6 +39,8 @@ pub enum Denied {
     MessageRejected,
     #[error("Service unavailable")]
     Unavailable,
+    #[error("Channel access revoked")]
+    AccessRevoked,
 }
 
 /// A concrete channel name: 1 to 255 bytes, no control characters, whitespace or `*`.

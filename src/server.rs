@@ -21,6 +21,14 @@ pub struct Server {
 impl Server {
     /// Bind and build (call inside an actix system: it starts the app registries).
     pub fn bind(config: &Config) -> std::io::Result<Server> {
+        Self::bind_with_path(config, None)
+    }
+
+    /// Bind, remembering the file the configuration came from (for reloads).
+    pub fn bind_with_path(
+        config: &Config,
+        config_path: Option<std::path::PathBuf>,
+    ) -> std::io::Result<Server> {
         crate::metrics::install();
         let mut redis_engine = None;
         let engine: Arc<dyn Engine> = if !config.cluster.redis_url.is_empty() {
@@ -41,7 +49,7 @@ impl Server {
             });
             memory
         };
-        let state = ServerState::new(config, engine).map_err(std::io::Error::other)?;
+        let state = ServerState::new(config, config_path, engine).map_err(std::io::Error::other)?;
         if state.connect_limiter.is_some() {
             // Forget addresses that stopped connecting, so the limiter's memory stays bounded.
             let limiter_state = state.clone();
@@ -79,8 +87,14 @@ impl Server {
         .disable_signals()
         .shutdown_timeout(1)
         .backlog(4096)
-        .max_connection_rate(4096)
-        .bind(&config.server.listen)?;
+        .max_connection_rate(4096);
+        let http = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => http.bind_rustls_0_23(
+                &config.server.listen,
+                crate::http::tls::server_config(cert, key)?,
+            )?,
+            _ => http.bind(&config.server.listen)?,
+        };
         let addr = *http
             .addrs()
             .first()

@@ -8,22 +8,67 @@ use crate::cluster::Engine;
 use crate::config::{AppConfig, Config, Limits};
 use crate::rules::RuleSet;
 use actix::Addr;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// One tenant: its configuration, compiled rules, token verifier and registry.
+/// One tenant: its registry, and its settings, which a reload replaces whole.
 pub struct AppContext {
     pub hash: Arc<str>,
+    pub registry: Addr<RegistryActor>,
+    settings: RwLock<Arc<AppSettings>>,
+}
+
+/// An app's configuration as one consistent snapshot.
+pub struct AppSettings {
     pub config: AppConfig,
     pub rules: Arc<RuleSet>,
     pub verifier: TokenVerifier,
-    pub registry: Addr<RegistryActor>,
+}
+
+impl AppSettings {
+    pub fn build(app: &AppConfig) -> Result<AppSettings, String> {
+        let verifier =
+            TokenVerifier::from_config(app).map_err(|e| format!("app {:?}: {e}", app.hash))?;
+        Ok(AppSettings {
+            config: app.clone(),
+            rules: Arc::new(RuleSet::new(&app.channels)),
+            verifier,
+        })
+    }
+}
+
+impl AppContext {
+    /// Start an app (its registry runs on the current arbiter).
+    pub fn start(settings: AppSettings, engine: Arc<dyn Engine>) -> Arc<AppContext> {
+        let hash: Arc<str> = Arc::from(settings.config.hash.as_str());
+        let registry = RegistryActor::new(hash.clone(), settings.rules.clone(), engine);
+        Arc::new(AppContext {
+            hash,
+            registry: actix::Actor::start(registry),
+            settings: RwLock::new(Arc::new(settings)),
+        })
+    }
+
+    /// The current settings (cheap: one Arc clone).
+    pub fn settings(&self) -> Arc<AppSettings> {
+        self.settings.read().clone()
+    }
+
+    /// Replace the settings; the registry re-checks every live channel's members.
+    pub fn replace(&self, settings: AppSettings) {
+        let rules = settings.rules.clone();
+        *self.settings.write() = Arc::new(settings);
+        self.registry
+            .do_send(crate::actors::registry::UpdateRules(rules));
+    }
 }
 
 pub struct ServerState {
-    pub apps: HashMap<String, Arc<AppContext>>,
+    apps: RwLock<HashMap<String, Arc<AppContext>>>,
+    /// The file the configuration came from, read again on reload.
+    pub config_path: Option<std::path::PathBuf>,
     pub limits: Limits,
     pub drain_s: u64,
     pub admin_token: Option<String>,
@@ -36,27 +81,22 @@ pub struct ServerState {
 
 impl ServerState {
     /// Build the apps of `config` (starts one registry actor per app on the current arbiter).
-    pub fn new(config: &Config, engine: Arc<dyn Engine>) -> Result<Arc<Self>, String> {
+    pub fn new(
+        config: &Config,
+        config_path: Option<std::path::PathBuf>,
+        engine: Arc<dyn Engine>,
+    ) -> Result<Arc<Self>, String> {
         let mut apps = HashMap::new();
         for app in &config.apps {
-            let verifier =
-                TokenVerifier::from_config(app).map_err(|e| format!("app {:?}: {e}", app.hash))?;
-            let rules = Arc::new(RuleSet::new(&app.channels));
-            let hash: Arc<str> = Arc::from(app.hash.as_str());
-            let registry = RegistryActor::new(hash.clone(), rules.clone(), engine.clone());
+            let settings = AppSettings::build(app)?;
             apps.insert(
                 app.hash.clone(),
-                Arc::new(AppContext {
-                    hash,
-                    config: app.clone(),
-                    rules,
-                    verifier,
-                    registry: actix::Actor::start(registry),
-                }),
+                AppContext::start(settings, engine.clone()),
             );
         }
         Ok(Arc::new(Self {
-            apps,
+            apps: RwLock::new(apps),
+            config_path,
             limits: config.limits.clone(),
             drain_s: config.server.drain_s,
             admin_token: config.server.admin_token.clone(),
@@ -70,6 +110,44 @@ impl ServerState {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn app(&self, hash: &str) -> Option<Arc<AppContext>> {
+        self.apps.read().get(hash).cloned()
+    }
+
+    /// Every app, ordered by hash.
+    pub fn apps(&self) -> Vec<Arc<AppContext>> {
+        let mut all: Vec<_> = self.apps.read().values().cloned().collect();
+        all.sort_by(|a, b| a.hash.cmp(&b.hash));
+        all
+    }
+
+    /// Install a reloaded set of apps: existing ones get their new settings, new ones
+    /// start, removed ones are forgotten (their members are revoked).
+    pub fn install_apps(&self, settings: Vec<AppSettings>) {
+        let mut apps = self.apps.write();
+        let mut keep = std::collections::HashSet::new();
+        for s in settings {
+            let hash = s.config.hash.clone();
+            keep.insert(hash.clone());
+            match apps.get(&hash) {
+                Some(app) => app.replace(s),
+                None => {
+                    apps.insert(hash, AppContext::start(s, self.engine.clone()));
+                }
+            }
+        }
+        apps.retain(|hash, app| {
+            let kept = keep.contains(hash);
+            if !kept {
+                app.registry
+                    .do_send(crate::actors::registry::UpdateRules(Arc::new(
+                        RuleSet::new(&[]),
+                    )));
+            }
+            kept
+        });
     }
 }
 

@@ -31,7 +31,9 @@ async fn counters_move_with_traffic() {
     a.send(json!({"action":"join","options":{"channel":"nope"},"payload":null}))
         .await;
     a.expect_error("Channel not found").await;
-    let (status, _) = server.publish(&json!({"channel":"chat/metrics","data":1})).await;
+    let (status, _) = server
+        .publish(&json!({"channel":"chat/metrics","data":1}))
+        .await;
     assert_eq!(status, 202);
     a.expect("event").await;
 
@@ -53,5 +55,8 @@ async fn counters_move_with_traffic() {
         sample(&after, "switchboard_connections{app=\"test\"}") >= 2.0,
         "{after}"
     );
-    assert!(after.contains("# TYPE switchboard_deliveries_total counter"), "{after}");
+    assert!(
+        after.contains("# TYPE switchboard_deliveries_total counter"),
+        "{after}"
+    );
 }

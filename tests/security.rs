@@ -37,8 +37,14 @@ async fn other_origins_are_refused_with_403() {
         "allowed_origins = [\"https://app.example.com\"]",
     ));
     let url = server.url("test");
-    assert_eq!(upgrade_status(&url, Some("https://evil.example.net")).await, 403);
-    assert_eq!(upgrade_status(&url, Some("https://app.example.com")).await, 101);
+    assert_eq!(
+        upgrade_status(&url, Some("https://evil.example.net")).await,
+        403
+    );
+    assert_eq!(
+        upgrade_status(&url, Some("https://app.example.com")).await,
+        101
+    );
     // Non-browser clients send no Origin.
     assert_eq!(upgrade_status(&url, None).await, 101);
     // A socket from the allowed origin works.

@@ -35,7 +35,7 @@ async fn refused_upgrade(url: &str) -> Option<u16> {
 async fn shutdown_closes_sockets_with_1012_and_refuses_new_ones() {
     const DRAIN_S: u64 = 4;
     let server = TestServer::with_config(&config(DRAIN_S));
-    let mut clients = vec![
+    let mut clients = [
         server.client().await,
         server.client_with_token(&user_token(1)).await,
         server.client().await,

@@ -517,6 +517,42 @@ impl Handler<HistoryRequest> for ChannelActor {
     }
 }
 
+/// After a reload: the channel's rule now (None: no rule covers it any more). Members
+/// the rule no longer admits get `Channel access revoked`, then a `leave`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateRule(pub Option<Arc<ChannelRule>>);
+
+impl Handler<UpdateRule> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpdateRule, ctx: &mut Context<Self>) {
+        if let Some(rule) = &msg.0 {
+            self.rule = rule.clone();
+        }
+        let channel = self.key.channel.clone();
+        let revoked: Vec<Arc<str>> = self
+            .members
+            .iter()
+            .filter(|(_, m)| match &msg.0 {
+                None => true,
+                Some(rule) => rules::check_join(rule, &m.identity, &channel).is_err(),
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in revoked {
+            if let Some(m) = self.members.get(&id).cloned() {
+                self.send_error(&m, Denied::AccessRevoked);
+                m.outbox.push(protocol::leave_frame(&channel));
+                m.conn.do_send(Unjoined {
+                    channel: channel.to_string(),
+                });
+            }
+            self.remove_member(&id, ctx);
+        }
+    }
+}
+
 /// For the admin view: (local members, local presence members).
 #[derive(Message)]
 #[rtype(result = "(usize, usize)")]

@@ -132,7 +132,7 @@ impl ConnectionActor {
         if let Err(d) = rules::validate_channel_name(&channel) {
             return self.deny(&channel, d, ctx);
         }
-        let Some(rule) = self.app.rules.find(&channel).cloned() else {
+        let Some(rule) = self.app.settings().rules.find(&channel).cloned() else {
             return self.deny(&channel, Denied::ChannelNotFound, ctx);
         };
         if let Err(d) = rules::check_join(&rule, &self.identity, &channel) {
@@ -160,7 +160,7 @@ impl ConnectionActor {
             "payload": frame.payload,
         });
         let timeout = Duration::from_millis(rule.trigger_timeout_ms);
-        let api_key = self.app.config.api_key.clone();
+        let api_key = self.app.settings().config.api_key.clone();
         // `wait`: later frames of this socket are held until the verdict, so a message
         // sent right after a join is not refused as "not joined".
         ctx.wait(
@@ -226,7 +226,15 @@ impl ConnectionActor {
         let Some(joined) = self.joined.get(&channel) else {
             return self.deny(&channel, Denied::NotJoined, ctx);
         };
-        let (addr, rule) = (joined.addr.clone(), joined.rule.clone());
+        // The current rule: a reload may have changed it since the join.
+        let addr = joined.addr.clone();
+        let rule = self
+            .app
+            .settings()
+            .rules
+            .find(&channel)
+            .cloned()
+            .unwrap_or_else(|| joined.rule.clone());
         let requested_authenticated = frame.requested_authenticated();
         let target = frame.target_socket().map(str::to_string);
         // Sender-side checks here; the channel checks the recipient.
@@ -263,7 +271,7 @@ impl ConnectionActor {
         });
         let payload = frame.payload;
         let timeout = Duration::from_millis(rule.trigger_timeout_ms);
-        let api_key = self.app.config.api_key.clone();
+        let api_key = self.app.settings().config.api_key.clone();
         ctx.wait(
             async move { triggers::call(&url, &api_key, timeout, body).await }
                 .into_actor(self)

@@ -229,6 +229,23 @@ impl Handler<ListChannels> for RegistryActor {
     }
 }
 
+/// A reload changed the app's rules: every live channel re-checks its members.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateRules(pub Arc<RuleSet>);
+
+impl Handler<UpdateRules> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpdateRules, _: &mut Context<Self>) {
+        self.rules = msg.0;
+        for (name, live) in &self.channels {
+            live.addr
+                .do_send(super::channel::UpdateRule(self.rules.find(name).cloned()));
+        }
+    }
+}
+
 /// How many channel actors are live (for tests and metrics).
 #[derive(Message)]
 #[rtype(result = "usize")]

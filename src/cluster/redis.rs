@@ -249,7 +249,11 @@ impl Inner {
             };
             let waiting = route.recovering.take().unwrap_or_default();
             if !found.is_empty() {
-                tracing::info!(topic, recovered = found.len(), "recovered missed broadcasts");
+                tracing::info!(
+                    topic,
+                    recovered = found.len(),
+                    "recovered missed broadcasts"
+                );
             }
             for (id, envelope) in found {
                 if let Some(id) = parse_stream_id(&id) {
@@ -559,8 +563,7 @@ async fn durable_events(inner: Arc<Inner>) {
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(5)))
         .set_number_of_retries(1);
-    let Ok(mut conn) = ConnectionManager::new_lazy_with_config(inner.client.clone(), config)
-    else {
+    let Ok(mut conn) = ConnectionManager::new_lazy_with_config(inner.client.clone(), config) else {
         tracing::error!("durable events: cannot create a Redis connection");
         return;
     };
@@ -620,9 +623,12 @@ async fn durable_events(inner: Arc<Inner>) {
                 .await
                 .map(|v| match v {
                     // [next id, entries, deleted ids] -> shaped like one stream of XREADGROUP
-                    redis::Value::Array(parts) => redis::Value::Array(vec![redis::Value::Array(
-                        vec![redis::Value::Nil, parts.get(1).cloned().unwrap_or(redis::Value::Nil)],
-                    )]),
+                    redis::Value::Array(parts) => {
+                        redis::Value::Array(vec![redis::Value::Array(vec![
+                            redis::Value::Nil,
+                            parts.get(1).cloned().unwrap_or(redis::Value::Nil),
+                        ])])
+                    }
                     other => other,
                 })
         } else {

@@ -20,22 +20,35 @@ pub fn authorized(req: &HttpRequest, state: &ServerState) -> bool {
         .is_some_and(|given| crate::http::publish::key_matches(given.trim(), expected))
 }
 
+/// `POST /admin/reload`: 200 with what was reloaded, or 400 with why it was refused.
+pub async fn reload(req: HttpRequest, state: web::Data<Arc<ServerState>>) -> HttpResponse {
+    if state.admin_token.is_none() {
+        return HttpResponse::NotFound()
+            .json(json!({"error": "admin is off (server.admin_token)"}));
+    }
+    if !authorized(&req, &state) {
+        return HttpResponse::Unauthorized().json(json!({"error": "invalid admin token"}));
+    }
+    match crate::reload::reload(state.get_ref()) {
+        Ok(done) => HttpResponse::Ok().json(json!({"reloaded": done})),
+        Err(why) => HttpResponse::BadRequest().json(json!({"error": why})),
+    }
+}
+
 pub async fn stats(req: HttpRequest, state: web::Data<Arc<ServerState>>) -> HttpResponse {
     if state.admin_token.is_none() {
-        return HttpResponse::NotFound().json(json!({"error": "admin is off (server.admin_token)"}));
+        return HttpResponse::NotFound()
+            .json(json!({"error": "admin is off (server.admin_token)"}));
     }
     if !authorized(&req, &state) {
         return HttpResponse::Unauthorized().json(json!({"error": "invalid admin token"}));
     }
     let mut apps = Vec::new();
-    let mut hashes: Vec<_> = state.apps.keys().cloned().collect();
-    hashes.sort();
-    for hash in hashes {
-        let app = &state.apps[&hash];
+    for app in state.apps() {
         let channels = app.registry.send(ListChannels).await.unwrap_or_default();
         apps.push(json!({
-            "hash": hash,
-            "name": app.config.name,
+            "hash": app.hash.as_ref(),
+            "name": app.settings().config.name,
             "channels": channels,
         }));
     }

@@ -3,7 +3,9 @@
 pub mod admin;
 pub mod health;
 pub mod linger;
+pub mod pages;
 pub mod publish;
+pub mod tls;
 pub mod ws;
 
 use crate::state::ServerState;
@@ -22,5 +24,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<ServerState>) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
-        .route("/admin/stats", web::get().to(admin::stats));
+        .route("/admin/stats", web::get().to(admin::stats))
+        .route("/admin/reload", web::post().to(admin::reload))
+        .route("/", web::get().to(pages::demo))
+        .route("/admin", web::get().to(pages::admin))
+        .route("/static/vendor/xano.min.js", web::get().to(pages::xano_sdk))
+        .route(
+            "/static/vendor/xano.min.js.LICENSE.txt",
+            web::get().to(pages::xano_sdk_license),
+        );
 }

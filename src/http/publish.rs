@@ -27,7 +27,7 @@ pub async fn publish(
     body: web::Bytes,
     state: web::Data<Arc<ServerState>>,
 ) -> HttpResponse {
-    let Some(app) = state.apps.get(path.as_str()).cloned() else {
+    let Some(app) = state.app(path.as_str()) else {
         return reply(404, "unknown app");
     };
     let given = req
@@ -36,7 +36,8 @@ pub async fn publish(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !key_matches(given.trim(), &app.config.api_key) {
+    let settings = app.settings();
+    if !key_matches(given.trim(), &settings.config.api_key) {
         return reply(401, "invalid API key");
     }
     if state.is_draining() || !state.engine.ready() {
@@ -47,7 +48,7 @@ pub async fn publish(
         Err((status, message)) => return reply(status, &message),
     };
     for event in &events {
-        if let Err((status, message)) = event.validate(&app.rules) {
+        if let Err((status, message)) = event.validate(&settings.rules) {
             return reply(status, &message);
         }
     }

@@ -70,7 +70,7 @@ pub async fn upgrade(
         }
         outbox.close(code, reason, false);
     };
-    let Some(app) = state.apps.get(path.as_str()).cloned() else {
+    let Some(app) = state.app(path.as_str()) else {
         refuse(
             &outbox,
             Some("Unknown connection hash"),
@@ -79,10 +79,11 @@ pub async fn upgrade(
         );
         return respond(response, OutboxBody::new(outbox));
     };
-    if !app.config.allowed_origins.is_empty() {
+    let settings = app.settings();
+    if !settings.config.allowed_origins.is_empty() {
         // Cross-site WebSocket hijacking: browsers always send Origin; other clients may not.
         if let Some(origin) = req.headers().get("origin").and_then(|v| v.to_str().ok()) {
-            if !app.config.allowed_origins.iter().any(|o| o == origin) {
+            if !settings.config.allowed_origins.iter().any(|o| o == origin) {
                 crate::metrics::disconnect("origin refused");
                 return HttpResponse::Forbidden().body("origin not allowed");
             }
@@ -91,11 +92,11 @@ pub async fn upgrade(
     let socket_id = auth::new_socket_id();
     let identity = match token {
         None => Identity::anonymous(socket_id),
-        Some(token) => match app.verifier.verify(&token, socket_id.clone()) {
+        Some(token) => match settings.verifier.verify(&token, socket_id.clone()) {
             Ok(identity) => identity,
             Err(e) => {
                 let message = format!("Auth token rejected: {e}");
-                if app.config.invalid_token == InvalidToken::Reject {
+                if settings.config.invalid_token == InvalidToken::Reject {
                     refuse(
                         &outbox,
                         Some(&message),

@@ -1,0 +1,36 @@
+//! Native TLS (rustls): a small deployment serves `wss://` on 443 without a proxy
+//! (the SDK always uses wss).
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The server's TLS settings from PEM files: the certificate chain and its key.
+pub fn server_config(cert: &Path, key: &Path) -> io::Result<rustls::ServerConfig> {
+    let bad = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} {}: {e}", path.display()),
+        )
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("server.tls_cert", cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("server.tls_cert", cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad("server.tls_cert", cert, &"no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("server.tls_key", key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::other(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("TLS: {e}")))?;
+    // WebSockets upgrade over HTTP/1.1.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}

@@ -1,0 +1,597 @@
+//! Cluster test harness: a real `redis-server` on a free port and real broker
+//! processes (the `switchboard` binary) pointed at it, each with its own config
+//! file and log. Everything is killed on drop; logs are printed when a test fails.
+#![allow(dead_code)]
+
+use crate::common::{self, Client, WAIT};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+pub const APP: &str = "demo";
+pub const API_KEY: &str = "demo-api-key-change-me";
+pub const DEMO_SECRET: &str = "demo-secret-change-me-0123456789abcdef";
+pub const PREFIX: &str = "switchboard:";
+
+/// How long a node may take to answer `/readyz` 200 after it was spawned.
+pub const START_WITHIN: Duration = Duration::from_secs(10);
+
+/// A free port on 127.0.0.1 (bound, then released for a child process to take).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// A unique path in the temp dir.
+fn temp_path(tag: &str, ext: &str) -> PathBuf {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!(
+        "switchboard-cluster-{}-{nanos}-{}-{tag}.{ext}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+fn print_log(what: &str, path: &PathBuf) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"));
+    eprintln!(
+        "\n===== {what} log ({}) =====\n{text}===== end of {what} log =====\n",
+        path.display()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Redis
+
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Redis {
+    /// Start a fresh redis-server on a free port; fails the test if there is none on PATH.
+    pub async fn start() -> Redis {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut r = Redis {
+                port: free_port(),
+                child: None,
+                log: temp_path("redis", "log"),
+            };
+            match r.spawn().await {
+                Ok(()) => return r,
+                Err(e) => last = e, // most likely someone took the port: try another
+            }
+        }
+        panic!("redis-server did not start: {last}");
+    }
+
+    /// A Redis that is not running yet, on a port of its own: `restart` starts it.
+    pub fn unstarted() -> Redis {
+        Redis {
+            port: free_port(),
+            child: None,
+            log: temp_path("redis", "log"),
+        }
+    }
+
+    /// Start (again) on `self.port`, waiting until it answers PING.
+    async fn spawn(&mut self) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the redis log");
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not installed (not on PATH); the cluster tests need it: \
+                 apt-get install redis-server"
+            ),
+            Err(e) => panic!("cannot run redis-server: {e}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if ping(self.port).await {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+                return Err(format!(
+                    "exited with {status} on port {}:\n{text}",
+                    self.port
+                ));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no PONG on port {} within 10 s", self.port));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Start again on the same port (after `kill`, or the first time after `unstarted`).
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server is still running");
+        if let Err(e) = self.spawn().await {
+            panic!("redis-server did not restart on port {}: {e}", self.port);
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection to the test redis")
+    }
+
+    /// `PUBLISH switchboard:publish <envelope>`; answers the receiver count.
+    pub async fn publish_envelope(&self, envelope: &Value) -> i64 {
+        let mut c = self.conn().await;
+        redis::cmd("PUBLISH")
+            .arg(format!("{PREFIX}publish"))
+            .arg(envelope.to_string())
+            .query_async(&mut c)
+            .await
+            .expect("PUBLISH")
+    }
+
+    /// `XADD switchboard:publish-stream * event <envelope>`; answers the entry id.
+    pub async fn xadd_event(&self, envelope: &Value) -> String {
+        let mut c = self.conn().await;
+        redis::cmd("XADD")
+            .arg(format!("{PREFIX}publish-stream"))
+            .arg("*")
+            .arg("event")
+            .arg(envelope.to_string())
+            .query_async(&mut c)
+            .await
+            .expect("XADD")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            print_log("redis-server", &self.log);
+        }
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Whether something on the port answers `PING` with `+PONG`.
+pub async fn ping(port: u16) -> bool {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        while !got.windows(2).any(|w| w == b"\r\n") {
+            let n = s.read(&mut buf).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        Some(got.starts_with(b"+PONG"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), attempt).await,
+        Ok(Some(true))
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Broker nodes
+
+/// What varies between the tests' configurations.
+#[derive(Clone)]
+pub struct Opts {
+    pub presence_ttl_s: u64,
+    pub max_connections_per_user: usize,
+    /// More TOML appended to the demo app (`[[apps.channels]]` tables).
+    pub extra_rules: String,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            presence_ttl_s: 3,
+            max_connections_per_user: 0,
+            extra_rules: String::new(),
+        }
+    }
+}
+
+/// `config/default.toml`'s demo app, clustered over `redis_port`, plus `hist/*`
+/// (history 25) for the history cap.
+pub fn config_toml(redis_port: u16, listen: SocketAddr, opts: &Opts) -> String {
+    format!(
+        r#"
+[server]
+listen = "{listen}"
+drain_s = 1
+
+[limits]
+max_connections = 100000
+max_connections_per_user = {per_user}
+max_channels_per_socket = 100
+max_frame_bytes = 65536
+messages_per_minute = 0
+send_queue_bytes = 1048576
+ping_interval_s = 25
+pong_timeout_s = 60
+
+[cluster]
+redis_url = "redis://127.0.0.1:{redis_port}"
+prefix = "{PREFIX}"
+presence_ttl_s = {ttl}
+
+[[apps]]
+name = "Demo"
+hash = "demo"
+api_key = "{API_KEY}"
+invalid_token = "anonymous"
+roles_claim = "roles"
+
+[apps.jwt]
+algorithm = "HS256"
+secret = "{DEMO_SECRET}"
+row_id_claim = "sub"
+dbo_id_claim = "dbo_id"
+default_dbo_id = 0
+extras_claim = "extras"
+
+[[apps.channels]]
+pattern = "chat/*"
+public_messaging = {{ active = true, auth = false }}
+private_messaging = {{ active = true, auth = false }}
+settings = {{ anonymous_clients = true, presence = true, message_history = 100 }}
+
+[[apps.channels]]
+pattern = "announcements"
+settings = {{ anonymous_clients = true, message_history = 25 }}
+history_events = true
+
+[[apps.channels]]
+pattern = "user:*"
+owner_segment = true
+settings = {{ anonymous_clients = false }}
+
+[[apps.channels]]
+pattern = "hist/*"
+public_messaging = {{ active = true }}
+settings = {{ anonymous_clients = true, presence = true, message_history = 25 }}
+{extra}
+"#,
+        per_user = opts.max_connections_per_user,
+        ttl = opts.presence_ttl_s,
+        extra = opts.extra_rules,
+    )
+}
+
+pub struct Node {
+    pub name: String,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    pid: u32,
+    log: PathBuf,
+    config: PathBuf,
+}
+
+impl Node {
+    /// Spawn a node and wait (bounded) until its `/readyz` answers 200.
+    pub async fn start(name: &str, redis: &Redis, opts: &Opts) -> Node {
+        let mut node = Node::spawn(name, redis.port, opts).await;
+        let deadline = Instant::now() + START_WITHIN;
+        loop {
+            if node.readyz().await == Some(200) {
+                return node;
+            }
+            if let Some(status) = node.child.as_mut().unwrap().try_wait().unwrap() {
+                // Most likely another test took the port in between: try once more.
+                print_log(&format!("node {name} (exited: {status})"), &node.log);
+                node = Node::spawn(name, redis.port, opts).await;
+                continue;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "node {name} on {} not ready (/readyz {:?}) within {START_WITHIN:?}",
+                    node.addr,
+                    node.readyz().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Spawn without waiting for readiness.
+    pub async fn spawn(name: &str, redis_port: u16, opts: &Opts) -> Node {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = temp_path(&format!("node-{name}"), "toml");
+        std::fs::write(&config, config_toml(redis_port, addr, opts)).unwrap();
+        let log = temp_path(&format!("node-{name}"), "log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        // Nothing from the environment may override the test's configuration.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("SWITCHBOARD__") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd.spawn().expect("start the switchboard binary");
+        let pid = child.id();
+        Node {
+            name: name.to_string(),
+            addr,
+            child: Some(child),
+            pid,
+            log,
+            config,
+        }
+    }
+
+    /// SIGKILL: the process dies without a word. Waits until it is gone.
+    pub fn sigkill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM: a graceful drain (`drain_s` = 1).
+    pub fn sigterm(&self) {
+        if self.child.is_some() {
+            let rc = unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+            assert_eq!(rc, 0, "kill -TERM {}", self.pid);
+        }
+    }
+
+    /// Wait (bounded) for the process to exit; its status.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            let c = self.child.as_mut().expect("node running");
+            if let Some(status) = c.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not exit within {within:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/rt/{APP}", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url(), None).await
+    }
+
+    pub async fn client_with_token(&self, token: &str) -> Client {
+        Client::connect(&self.url(), Some(token)).await
+    }
+
+    /// POST to the publish API of app `demo` with its key.
+    pub async fn publish(&self, body: &Value) -> (u16, Value) {
+        common::http_post(
+            self.addr,
+            &format!("/api/apps/{APP}/events"),
+            Some(API_KEY),
+            &body.to_string(),
+        )
+        .await
+    }
+
+    /// The status of `/readyz`, or None while nothing answers.
+    pub async fn readyz(&self) -> Option<u16> {
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect(self.addr).await.ok()?;
+            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.ok()?;
+            String::from_utf8_lossy(&out)
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        tokio::time::timeout(Duration::from_secs(2), attempt)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Poll `/readyz` until it answers `status`; how long that took. Fails after `within`.
+    pub async fn wait_readyz(&self, status: u16, within: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let got = self.readyz().await;
+            if got == Some(status) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "node {}: /readyz still {got:?} (want {status}) after {within:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.sigkill();
+        if std::thread::panicking() {
+            print_log(&format!("node {} ({})", self.name, self.addr), &self.log);
+        }
+        let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Client helpers
+
+/// An HS256 token for the demo app, valid for an hour.
+pub fn demo_token(user: i64) -> String {
+    common::token_with(
+        jsonwebtoken::Algorithm::HS256,
+        DEMO_SECRET.as_bytes(),
+        json!({"sub": user, "dbo_id": 7, "extras": {"name": format!("user{user}")}, "exp": common::now() + 3600}),
+    )
+}
+
+/// The next text frame within `within`, or None (a close or socket end panics).
+pub async fn try_recv(c: &mut Client, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, c.ws.next()).await {
+            Err(_) => return None,
+            Ok(m) => m,
+        };
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                return Some(serde_json::from_str(&t).expect("JSON frame"))
+            }
+            Some(Ok(Message::Close(c))) => panic!("socket closed: {c:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("socket error: {e}"),
+            None => panic!("socket ended"),
+        }
+    }
+}
+
+/// Read frames until one matches `pred`; returns (frames before it, the match).
+/// Fails with everything seen when nothing matches within WAIT of the last frame.
+pub async fn recv_until(
+    c: &mut Client,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> (Vec<Value>, Value) {
+    let mut seen = Vec::new();
+    loop {
+        match try_recv(c, WAIT).await {
+            Some(f) if pred(&f) => return (seen, f),
+            Some(f) => seen.push(f),
+            None => panic!("no {what} within {WAIT:?}; frames seen meanwhile: {seen:#?}"),
+        }
+    }
+}
+
+/// The socket ids of a presence list.
+pub fn ids(list: &Value) -> BTreeSet<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("a presence list: {list}"))
+        .iter()
+        .map(|c| {
+            c["socketId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a client with a socketId: {c}"))
+                .to_string()
+        })
+        .collect()
+}
+
+pub fn set(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+static BARRIER: AtomicU64 = AtomicU64::new(0);
+
+/// A cluster-wide barrier on `channel`: `clients[sender]` sends a public marker and
+/// every client reads until it arrives. A channel has one order on every node, so
+/// whatever was published on it before the marker arrives before it. Returns each
+/// client's frames before the marker.
+pub async fn channel_barrier(
+    clients: &mut [&mut Client],
+    sender: usize,
+    channel: &str,
+) -> Vec<Vec<Value>> {
+    let marker = format!("b{}", BARRIER.fetch_add(1, Ordering::Relaxed));
+    clients[sender]
+        .message(channel, json!({"barrier": marker}))
+        .await;
+    let mut out = Vec::new();
+    for c in clients.iter_mut() {
+        let (seen, _) = recv_until(c, &format!("barrier {marker} on {channel}"), |f| {
+            f["action"] == "message"
+                && f["options"]["channel"] == channel
+                && f["payload"]["barrier"] == marker.as_str()
+        })
+        .await;
+        out.push(seen);
+    }
+    out
+}
+
+/// Like `channel_barrier`, asserting that nothing arrived before the marker.
+pub async fn expect_quiet(clients: &mut [&mut Client], sender: usize, channel: &str) {
+    let seen = channel_barrier(clients, sender, channel).await;
+    for (i, frames) in seen.iter().enumerate() {
+        assert!(
+            frames.is_empty(),
+            "client {i} on {channel}: unexpected frames before the barrier: {frames:#?}"
+        );
+    }
+}
