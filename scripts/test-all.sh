@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 cargo build --release --bins
 cargo test --release
 tests/sdk/run.sh
+tests/browser/run.sh

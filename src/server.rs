@@ -155,7 +155,25 @@ impl ServerHandle {
         state
             .connections
             .close_all(close::RESTART, "server restart");
-        while state.connections.count() > 0 && started.elapsed() < drain + Duration::from_secs(1) {
+        let deadline = drain + Duration::from_secs(1);
+        while state.connections.count() > 0 && started.elapsed() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Channels finish what they owe the other nodes (member records, `leave`s)
+        // before the process goes.
+        let deadline = started.elapsed() + Duration::from_secs(2);
+        while started.elapsed() < deadline {
+            let mut live = 0;
+            for app in state.apps() {
+                live += app
+                    .registry
+                    .send(crate::actors::registry::LiveChannels)
+                    .await
+                    .unwrap_or(0);
+            }
+            if live == 0 {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.http.stop(true).await;

@@ -752,7 +752,10 @@ async fn redis_kill_mid_burst_loses_no_accepted_message() {
     // A second barrier: a late (out of order) delivery still counts as delivered.
     let late = channel_barrier(&mut [&mut ma, &mut mb], 1, CH).await;
     for (all, more) in seen.iter_mut().zip(late) {
-        all.extend(more.into_iter().filter(|f| f["payload"]["barrier"].is_null()));
+        all.extend(
+            more.into_iter()
+                .filter(|f| f["payload"]["barrier"].is_null()),
+        );
     }
     let mut refused = 0;
     let mut echoed = BTreeMap::<u64, usize>::new();

@@ -52,6 +52,10 @@ struct Global {
     /// Concurrent connection attempts while setting up sockets.
     #[arg(long, global = true, default_value_t = 128)]
     connect_concurrency: usize,
+    /// Nice value for the servers and the bench (e.g. -10 on a machine shared with
+    /// builds; needs root or CAP_SYS_NICE). 0: unchanged.
+    #[arg(long, global = true, default_value_t = 0, allow_hyphen_values = true)]
+    nice: i32,
 }
 
 #[derive(Subcommand)]
@@ -182,7 +186,21 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
-    let client_threads = procs::allowed_cpus().len().max(1);
+    let client_cpus = procs::allowed_cpus();
+    let client_threads = client_cpus.len().max(1);
+    if g.nice != 0 {
+        if procs::set_nice(0, g.nice) {
+            eprintln!(
+                "[bench] nice {} for the bench and the servers it starts",
+                g.nice
+            );
+        } else {
+            eprintln!(
+                "[bench] cannot set nice {} (needs root or CAP_SYS_NICE)",
+                g.nice
+            );
+        }
+    }
     let ctx = Ctx {
         broker: procs::locate(
             g.broker.as_deref(),
@@ -196,6 +214,8 @@ fn main() -> std::process::ExitCode {
         app_hash: g.app.clone(),
         connect_concurrency: g.connect_concurrency,
         settle: 1.0,
+        client_cpus,
+        nice: g.nice,
     };
     for (what, p) in [("broker", &ctx.broker), ("ceiling", &ctx.ceiling)] {
         if !p.exists() {

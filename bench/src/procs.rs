@@ -122,6 +122,8 @@ pub struct Spawn {
     pub env: Vec<(String, String)>,
     pub cpus: Option<Vec<usize>>,
     pub nofile: u64,
+    /// Scheduling priority (nice); 0 leaves it.
+    pub nice: i32,
 }
 
 /// A started server; killed when dropped.
@@ -152,6 +154,7 @@ impl Server {
             .current_dir(std::env::temp_dir());
         let cpus = spawn.cpus.clone();
         let nofile = spawn.nofile;
+        let nice = spawn.nice;
         unsafe {
             cmd.pre_exec(move || {
                 // The server holds one descriptor per socket.
@@ -168,6 +171,9 @@ impl Server {
                         rlim_max: cur.rlim_max,
                     };
                     libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
+                }
+                if nice != 0 {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, nice);
                 }
                 if let Some(cpus) = &cpus {
                     let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -347,6 +353,41 @@ fn http_get_ok(port: u16, path: &str) -> bool {
     buf[..n].starts_with(b"HTTP/1.1 200")
 }
 
+/// The body of `GET path` (HTTP/1.1, connection close), if it answered 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    if !text.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// A gauge or counter from the broker's Prometheus text (`/metrics`), summed over labels.
+pub fn metric(port: u16, name: &str) -> Option<f64> {
+    let body = http_get(port, "/metrics")?;
+    let mut found = None;
+    for line in body.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let base = key.split('{').next().unwrap_or(key);
+        if base == name {
+            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    found
+}
+
 fn redis_ping(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
@@ -366,4 +407,51 @@ pub fn loadavg() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(0.0)
+}
+
+/// Busy and total jiffies of each CPU (from /proc/stat), indexed by CPU number.
+pub fn cpu_jiffies() -> Vec<(u64, u64)> {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in stat.lines() {
+        let Some(rest) = line.strip_prefix("cpu") else {
+            continue;
+        };
+        let mut it = rest.split_whitespace();
+        let Some(Ok(n)) = it.next().map(|c| c.parse::<usize>()) else {
+            continue; // the aggregate line
+        };
+        let v: Vec<u64> = it.filter_map(|x| x.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        let total: u64 = v.iter().take(8).sum();
+        if out.len() <= n {
+            out.resize(n + 1, (0, 0));
+        }
+        out[n] = (total - idle, total);
+    }
+    out
+}
+
+/// Busy share (%) of `cpus` between two `cpu_jiffies` samples, summed over the CPUs.
+pub fn busy_pct(a: &[(u64, u64)], b: &[(u64, u64)], cpus: &[usize]) -> f64 {
+    let mut busy = 0u64;
+    let mut total = 0u64;
+    for &c in cpus {
+        if let (Some(x), Some(y)) = (a.get(c), b.get(c)) {
+            busy += y.0.saturating_sub(x.0);
+            total += y.1.saturating_sub(x.1);
+        }
+    }
+    if total == 0 {
+        return 0.0;
+    }
+    100.0 * busy as f64 / total as f64 * cpus.len() as f64
+}
+
+/// Lower (negative) or raise the scheduling priority of a process (0 = this one).
+pub fn set_nice(pid: u32, nice: i32) -> bool {
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) == 0 }
 }

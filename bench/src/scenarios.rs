@@ -30,6 +30,10 @@ pub struct Ctx {
     pub connect_concurrency: usize,
     /// Scales the settling and idle-CPU waits (1.0; less for the tiny suite).
     pub settle: f64,
+    /// CPUs the load generator runs on (when pinned).
+    pub client_cpus: Vec<usize>,
+    /// Nice value for the servers (and the bench), 0 = unchanged.
+    pub nice: i32,
 }
 
 impl Ctx {
@@ -126,6 +130,7 @@ pub fn start(
                 env,
                 cpus: ctx.server_cpus.clone(),
                 nofile,
+                nice: ctx.nice,
             }
         }
         Target::Ceiling => Spawn {
@@ -135,6 +140,7 @@ pub fn start(
             env: vec![],
             cpus: ctx.server_cpus.clone(),
             nofile,
+            nice: ctx.nice,
         },
     };
     let mut server = Server::start(spawn, port)?;
@@ -222,6 +228,9 @@ impl FanoutSpec {
 }
 
 struct Measured {
+    /// Busy % of the server CPUs and of the load generator's CPUs over the run
+    /// (when pinned), whoever used them.
+    cores_busy: Option<(f64, f64)>,
     drive: DriveResult,
     stats: Vec<SubStats>,
     shared: Arc<Shared>,
@@ -240,6 +249,8 @@ async fn measure(
     payload_bytes: usize,
     read_buf: usize,
     servers: &[&Server],
+    server_cpus: Option<&[usize]>,
+    client_cpus: &[usize],
 ) -> (Measured, Vec<Option<Ws>>) {
     let shared = Shared::new(n_groups);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -259,9 +270,17 @@ async fn measure(
         .collect();
     let cpu0: Duration = servers.iter().map(|s| s.cpu_time()).sum();
     let self0 = procs::self_cpu_time();
+    let j0 = procs::cpu_jiffies();
     let drive = drive(pubs, &shared, pace, duration, payload_bytes).await;
+    let j1 = procs::cpu_jiffies();
     let cpu1: Duration = servers.iter().map(|s| s.cpu_time()).sum();
     let self1 = procs::self_cpu_time();
+    let cores_busy = server_cpus.map(|sc| {
+        (
+            procs::busy_pct(&j0, &j1, sc),
+            procs::busy_pct(&j0, &j1, client_cpus),
+        )
+    });
     let _ = stop_tx.send(true);
     let mut stats = Vec::with_capacity(handles.len());
     let mut sockets = Vec::with_capacity(handles.len());
@@ -272,6 +291,7 @@ async fn measure(
     }
     (
         Measured {
+            cores_busy,
             drive,
             stats,
             shared,
@@ -332,6 +352,13 @@ fn delivery_fields(row: &mut Row, m: &Measured) {
             round2(100.0 * m.client_cpu.as_secs_f64() / wall),
         )
         .set("loadavg", procs::loadavg());
+    if let Some((srv, cli)) = m.cores_busy {
+        let own = 100.0 * m.server_cpu.as_secs_f64() / wall;
+        row.set("server_cores_busy_pct", round2(srv))
+            // What others (builds, tests) took from the servers' CPUs meanwhile.
+            .set("foreign_on_server_cores_pct", round2((srv - own).max(0.0)))
+            .set("client_cores_busy_pct", round2(cli));
+    }
     if let Some(e) = &d.error {
         row.set("error", e.clone());
     }
@@ -392,6 +419,8 @@ async fn fanout_on(
         spec.payload_bytes,
         64 * 1024,
         servers,
+        ctx.server_cpus.as_deref(),
+        &ctx.client_cpus,
     )
     .await;
     let mut row = Row::new(scenario, target.name(), spec.setup());
@@ -567,6 +596,9 @@ pub struct ManySpec {
     /// a block join every channel of it, so each channel still has K subscribers and
     /// a publisher; only the socket count shrinks (by this factor).
     pub channels_per_socket: usize,
+    /// Join/leave cycles without traffic after the first (to tell a leak from the
+    /// allocator keeping freed memory).
+    pub extra_cycles: usize,
 }
 
 impl ManySpec {
@@ -653,6 +685,7 @@ pub async fn many_channels(ctx: &Ctx, spec: &ManySpec) -> Res<Row> {
     let join_s = t1.elapsed().as_secs_f64();
     let rss_joined = settle_rss(&server, ctx.wait(1000)).await;
     let threads_joined = server.threads();
+    let live_joined = procs::metric(server.port, "switchboard_channels_live");
     progress("many-channels: measuring idle CPU with every channel live");
     let idle_cpu_joined = idle_cpu_pct(&[&server], ctx.wait(3000)).await;
     // Per block: K subscribers, then the publisher.
@@ -678,6 +711,8 @@ pub async fn many_channels(ctx: &Ctx, spec: &ManySpec) -> Res<Row> {
         spec.payload_bytes,
         8 * 1024,
         &[&server],
+        ctx.server_cpus.as_deref(),
+        &ctx.client_cpus,
     )
     .await;
     let rss_loaded = server.rss_kib();
@@ -727,6 +762,7 @@ pub async fn many_channels(ctx: &Ctx, spec: &ManySpec) -> Res<Row> {
     };
     let rss_after_leave = settle_rss(&server, ctx.wait(2000)).await;
     let threads_after_leave = server.threads();
+    let live_after_leave = procs::metric(server.port, "switchboard_channels_live");
     let idle_cpu_after_leave = idle_cpu_pct(&[&server], ctx.wait(2000)).await;
     // More join/leave cycles (no traffic): if RSS climbs by as much each time, the
     // channels leak; if it levels off, the first growth is the allocator keeping memory.
@@ -781,6 +817,10 @@ pub async fn many_channels(ctx: &Ctx, spec: &ManySpec) -> Res<Row> {
             round2((rss_joined as f64 - rss_connected as f64) / c as f64),
         )
         .set("server_threads", json!({"start": threads_start, "joined": threads_joined, "after_leave": threads_after_leave}))
+        .set(
+            "channels_live_metric",
+            json!({"joined": live_joined, "after_leave": live_after_leave}),
+        )
         .set("idle_cpu_pct_joined", idle_cpu_joined)
         .set("idle_cpu_pct_after_leave", idle_cpu_after_leave);
     server.stop();
@@ -1110,6 +1150,7 @@ pub async fn cluster(
             env: vec![],
             cpus: ctx.server_cpus.clone(),
             nofile: 65536,
+            nice: ctx.nice,
         },
         redis_port,
     )?;

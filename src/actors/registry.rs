@@ -23,6 +23,9 @@ pub struct RegistryActor {
     rules: Arc<RuleSet>,
     engine: Arc<dyn Engine>,
     channels: HashMap<Arc<str>, Live>,
+    /// Channels told to stop that may still be finishing engine work (a `leave` for
+    /// the other nodes); a graceful shutdown waits for them.
+    stopping: Vec<Addr<ChannelActor>>,
 }
 
 impl RegistryActor {
@@ -32,6 +35,7 @@ impl RegistryActor {
             rules,
             engine,
             channels: HashMap::new(),
+            stopping: Vec::new(),
         }
     }
 }
@@ -101,6 +105,8 @@ impl Handler<ChannelIdle> for RegistryActor {
             // A join sent after the channel reported idle keeps it alive.
             if live.joins_sent == msg.joins_seen {
                 live.addr.do_send(Shutdown);
+                self.stopping.retain(|a| a.connected());
+                self.stopping.push(live.addr.clone());
                 self.channels.remove(&msg.channel);
                 crate::metrics::channels_live(-1.0);
             }
@@ -255,6 +261,7 @@ impl Handler<LiveChannels> for RegistryActor {
     type Result = usize;
 
     fn handle(&mut self, _: LiveChannels, _: &mut Context<Self>) -> usize {
-        self.channels.len()
+        self.stopping.retain(|a| a.connected());
+        self.channels.len() + self.stopping.len()
     }
 }

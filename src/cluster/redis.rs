@@ -77,7 +77,12 @@ struct Route {
     since_ms: u64,
     /// While catching up after a reconnect, live broadcasts wait here.
     recovering: Option<Vec<(StreamId, Vec<u8>)>>,
+    /// Ids of recent broadcasts: a broadcast republished after Redis was lost may
+    /// reach a node that had already delivered it.
+    recent: std::collections::VecDeque<String>,
 }
+
+const RECENT_IDS: usize = 2048;
 
 impl Route {
     /// Deliver unless already delivered.
@@ -86,10 +91,17 @@ impl Route {
             return;
         }
         self.last_id = Some(id);
-        let Some(broadcast) = decode_envelope(envelope) else {
+        let Some((mid, broadcast)) = decode_envelope(envelope) else {
             tracing::warn!("undecodable broadcast dropped");
             return;
         };
+        if self.recent.iter().any(|m| *m == mid) {
+            return;
+        }
+        if self.recent.len() == RECENT_IDS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(mid);
         for r in &self.recipients {
             r.do_send(Deliver(broadcast.clone()));
         }
@@ -116,6 +128,8 @@ struct Inner {
     own_members: Mutex<HashMap<(String, String), (String, String)>>,
     own_users: Mutex<HashMap<(String, String), usize>>,
     connected: AtomicBool,
+    pending: Mutex<std::collections::VecDeque<Pending>>,
+    sequence: std::sync::atomic::AtomicU64,
     events: Mutex<Option<EventSink>>,
     publish_script: Script,
     admit_script: Script,
@@ -182,6 +196,82 @@ impl Inner {
         self.commands.clone()
     }
 
+    fn next_mid(&self) -> String {
+        let n = self
+            .sequence
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}:{n}", self.node_id)
+    }
+
+    /// Our own broadcast came back: it is no longer at risk.
+    fn confirmed(&self, envelope: &[u8]) {
+        let Some(split) = envelope.iter().position(|&c| c == b'\n') else {
+            return;
+        };
+        let Ok(header) = serde_json::from_slice::<Header>(&envelope[..split]) else {
+            return;
+        };
+        if !header.m.starts_with(self.node_id.as_str()) {
+            return;
+        }
+        let mut pending = self.pending.lock();
+        if let Some(i) = pending.iter().position(|p| p.mid == header.m) {
+            pending.remove(i);
+        }
+    }
+
+    /// After a reconnect: publish again what Redis accepted but never sent back.
+    async fn republish_pending(&self) -> redis::RedisResult<usize> {
+        let mut conn = self.conn();
+        let waiting: Vec<_> = {
+            let pending = self.pending.lock();
+            pending
+                .iter()
+                .map(|p| {
+                    (
+                        p.key.clone(),
+                        p.envelope.clone(),
+                        p.history_cap,
+                        p.entry.clone(),
+                    )
+                })
+                .collect()
+        };
+        for (key, envelope, cap, entry) in &waiting {
+            let _: i64 = self
+                .publish_script
+                .key(self.topic(key))
+                .key(self.history_key(key))
+                .key(self.recovery_stream(key))
+                .arg(envelope)
+                .arg(*cap)
+                .arg(self.history_ttl_ms)
+                .arg(entry)
+                .invoke_async(&mut conn)
+                .await?;
+        }
+        if !waiting.is_empty() {
+            tracing::info!(
+                republished = waiting.len(),
+                "republished broadcasts Redis lost"
+            );
+        }
+        Ok(waiting.len())
+    }
+
+    /// Broadcasts pending for long while connected were lost for good; forget them.
+    fn prune_pending(&self) {
+        let mut pending = self.pending.lock();
+        let before = pending.len();
+        pending.retain(|p| p.at.elapsed() < Duration::from_secs(60));
+        if pending.len() < before {
+            tracing::warn!(
+                lost = before - pending.len(),
+                "broadcasts never came back from Redis"
+            );
+        }
+    }
+
     /// Route one pub/sub message to the channel actors of its topic.
     fn route(&self, topic: &str, payload: &[u8]) {
         if topic == self.events_topic() {
@@ -202,6 +292,7 @@ impl Inner {
             return;
         };
         let envelope = &payload[split + 1..];
+        self.confirmed(envelope);
         let mut routes = self.routes.lock();
         let Some(route) = routes.get_mut(topic) else {
             return;
@@ -361,7 +452,7 @@ impl Inner {
                         .key(self.topic(&key))
                         .key(self.history_key(&key))
                         .key(self.recovery_stream(&key))
-                        .arg(encode_envelope(&leave))
+                        .arg(encode_envelope(&self.next_mid(), &leave))
                         .arg(0)
                         .arg(self.history_ttl_ms)
                         .arg("")
@@ -396,24 +487,52 @@ fn parse_record(record: &str) -> Option<ParsedRecord> {
     })
 }
 
-/// Audience header (one JSON line) + frame JSON; frames never contain a raw newline.
-fn encode_envelope(b: &Broadcast) -> Vec<u8> {
-    let mut out = serde_json::to_vec(&b.audience).expect("audiences serialise");
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    /// The broadcast's id: `<node>:<sequence>`, unique in the cluster.
+    m: String,
+    a: Audience,
+}
+
+/// Header (one JSON line: id and audience) + frame JSON; frames never contain a raw newline.
+fn encode_envelope(mid: &str, b: &Broadcast) -> Vec<u8> {
+    let header = Header {
+        m: mid.to_string(),
+        a: b.audience.clone(),
+    };
+    let mut out = serde_json::to_vec(&header).expect("headers serialise");
     out.push(b'\n');
     out.extend_from_slice(&b.json);
     out
 }
 
-fn decode_envelope(payload: &[u8]) -> Option<Broadcast> {
+fn decode_envelope(payload: &[u8]) -> Option<(String, Broadcast)> {
     let split = payload.iter().position(|&c| c == b'\n')?;
-    let audience: Audience = serde_json::from_slice(&payload[..split]).ok()?;
-    Some(Broadcast {
-        json: Bytes::copy_from_slice(&payload[split + 1..]),
-        audience,
-        history_cap: 0,
-        origin: None,
-    })
+    let header: Header = serde_json::from_slice(&payload[..split]).ok()?;
+    Some((
+        header.m,
+        Broadcast {
+            json: Bytes::copy_from_slice(&payload[split + 1..]),
+            audience: header.a,
+            history_cap: 0,
+            origin: None,
+        },
+    ))
 }
+
+/// A broadcast Redis accepted but this node has not yet seen come back: if Redis
+/// dies in between, it is published again after the reconnect (receivers skip
+/// repeats by id), so nothing accepted is lost.
+struct Pending {
+    mid: String,
+    key: ChannelKey,
+    envelope: Vec<u8>,
+    history_cap: usize,
+    entry: Vec<u8>,
+    at: std::time::Instant,
+}
+
+const MAX_PENDING: usize = 100_000;
 
 impl RedisEngine {
     /// Create the engine and start its background tasks (call inside an actix system).
@@ -441,6 +560,8 @@ impl RedisEngine {
             own_members: Mutex::new(HashMap::new()),
             own_users: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
+            pending: Mutex::new(std::collections::VecDeque::new()),
+            sequence: std::sync::atomic::AtomicU64::new(0),
             events: Mutex::new(None),
             publish_script: Script::new(PUBLISH_LUA),
             admit_script: Script::new(ADMIT_USER_LUA),
@@ -498,6 +619,11 @@ async fn bridge(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<SubComm
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
+        if let Err(e) = inner.republish_pending().await {
+            tracing::warn!(error = %e, "republishing failed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
         inner.recover(disconnected_at).await;
         inner.connected.store(true, Ordering::Release);
         if logged_down {
@@ -546,6 +672,7 @@ async fn heartbeats(inner: Arc<Inner>) {
         if !inner.connected.load(Ordering::Acquire) {
             continue;
         }
+        inner.prune_pending();
         if let Err(e) = inner.heartbeat_and_sweep().await {
             tracing::debug!(error = %e, "heartbeat failed");
         }
@@ -725,6 +852,7 @@ impl Engine for RedisEngine {
         let topic = inner.topic(key);
         let history = inner.history_key(key);
         let stream = inner.recovery_stream(key);
+        let key = key.clone();
         Box::pin(async move {
             if !inner.connected.load(Ordering::Acquire) {
                 return Err(EngineError::Unavailable("Redis unreachable".into()));
@@ -736,20 +864,44 @@ impl Engine for RedisEngine {
                 b'0'
             });
             entry.extend_from_slice(&msg.json);
+            let mid = inner.next_mid();
+            let envelope = encode_envelope(&mid, &msg);
+            // Tracked only where this node will see it come back (a local subscription).
+            let tracked = inner.routes.lock().contains_key(&topic);
+            if tracked {
+                let mut pending = inner.pending.lock();
+                if pending.len() >= MAX_PENDING {
+                    pending.pop_front();
+                }
+                pending.push_back(Pending {
+                    mid: mid.clone(),
+                    key: key.clone(),
+                    envelope: envelope.clone(),
+                    history_cap: msg.history_cap,
+                    entry: entry.clone(),
+                    at: std::time::Instant::now(),
+                });
+            }
             let mut conn = inner.conn();
             let started = std::time::Instant::now();
-            let _: i64 = inner
+            let sent: Result<i64, _> = inner
                 .publish_script
                 .key(topic)
                 .key(history)
                 .key(stream)
-                .arg(encode_envelope(&msg))
+                .arg(&envelope)
                 .arg(msg.history_cap)
                 .arg(inner.history_ttl_ms)
                 .arg(entry)
                 .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+                .await;
+            if let Err(e) = sent {
+                // Refused (the sender is told): it must not be republished later.
+                if tracked {
+                    inner.pending.lock().retain(|p| p.mid != mid);
+                }
+                return Err(unavailable(e));
+            }
             crate::metrics::redis_roundtrip(started.elapsed());
             Ok(Published::Remote)
         })
@@ -785,6 +937,7 @@ impl Engine for RedisEngine {
                 last_id: None,
                 since_ms: now_ms(),
                 recovering: None,
+                recent: std::collections::VecDeque::new(),
             });
             route.recipients.push(sink);
             route.recipients.len() == 1
@@ -996,7 +1149,8 @@ mod tests {
                 history_cap: 5,
                 origin: None,
             };
-            let back = decode_envelope(&encode_envelope(&b)).unwrap();
+            let (mid, back) = decode_envelope(&encode_envelope("n:1", &b)).unwrap();
+            assert_eq!(mid, "n:1");
             assert_eq!(back.audience, audience);
             assert_eq!(back.json, b.json);
         }
