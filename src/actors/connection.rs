@@ -46,6 +46,8 @@ pub struct ConnectionActor {
     last_heard: Instant,
     partial: Option<Partial>,
     close_reason: &'static str,
+    /// The close code sent or echoed (None: the connection just ended).
+    close_code: Option<u16>,
     raw_socket: Option<RawSocket>,
     self_addr: Addr<ConnectionActor>,
 }
@@ -76,6 +78,7 @@ impl ConnectionActor {
             last_heard: Instant::now(),
             partial: None,
             close_reason: "peer closed",
+            close_code: None,
             raw_socket,
             self_addr,
         }
@@ -100,6 +103,7 @@ impl ConnectionActor {
     fn close_with(&mut self, code: u16, reason: &'static str, ctx: &mut Context<Self>) {
         self.outbox.close(code, reason, false);
         self.close_reason = reason;
+        self.close_code = Some(code);
         ctx.stop();
     }
 
@@ -379,6 +383,7 @@ impl Actor for ConnectionActor {
         // stream before our own notice arrived.
         if self.outbox.overflowed() {
             self.close_reason = "slow consumer";
+            self.close_code = Some(close::OVERLOAD);
         }
         // A close the server started must finish within the grace period, even when
         // the peer stopped reading.
@@ -392,6 +397,7 @@ impl Actor for ConnectionActor {
             app = %self.app.hash,
             user = %self.identity.row_id_key(),
             reason = self.close_reason,
+            code = self.close_code,
             "disconnected"
         );
     }
