@@ -1,5 +1,5 @@
 //! Authorization matrix (issue 6): for every combination of the channel-rule flags that
-//! decide who may do what, every identity (anonymous, user 1 in two tabs, another user,
+//! decide who may do what, every identity (anonymous, user 1 in three tabs, another user,
 //! a role holder) tries every client action (join, public message, authenticated-audience
 //! message, direct message to each other socket, history, leave) and receives presence
 //! frames and backend events (with and without `auth_id`). The expected outcome of each
@@ -61,13 +61,14 @@ impl Who {
 }
 
 /// The sockets of one scenario: (name, identity, asks presence, asks history).
-/// The first six join at the start; the last four are connected from the start but join
+/// The first seven join at the start; the last four are connected from the start but join
 /// late (after messages and events), so until then they are non-members.
-const SOCKETS: [(&str, Who, bool, bool); 10] = [
+const SOCKETS: [(&str, Who, bool, bool); 11] = [
     ("anon", Who::Anon, true, true),
     ("anon2", Who::Anon, false, false),
     ("u1", Who::User1, true, true),
     ("u1b", Who::User1, false, false),
+    ("u1c", Who::User1, true, false),
     ("u2", Who::User2, true, true),
     ("admin", Who::Admin, true, true),
     ("late_anon", Who::Anon, false, true),
@@ -75,10 +76,17 @@ const SOCKETS: [(&str, Who, bool, bool); 10] = [
     ("late_u2", Who::User2, true, true),
     ("late_admin", Who::Admin, false, true),
 ];
-const INITIAL: usize = 6;
+const INITIAL: usize = 7;
+// Indices into SOCKETS.
+const ANON: usize = 0;
+const ANON2: usize = 1;
+const U1: usize = 2;
+const U1B: usize = 3;
+const U1C: usize = 4;
+const U2: usize = 5;
 /// A connected socket that has not joined during the message phase: a direct target
 /// that is "not in C".
-const OUTSIDER: usize = 6;
+const OUTSIDER: usize = 7;
 
 // ---------------------------------------------------------------- rules
 
@@ -331,10 +339,7 @@ mod contract {
     /// Whether a member receives a message (live), or sees a stored one in a history
     /// reply: "A history reply never shows a socket what it could not have received live".
     pub fn receives(authenticated_only: bool, member: Who) -> bool {
-        {
-            let _ = (authenticated_only, member);
-            true
-        }
+        !authenticated_only || member.authenticated()
     }
 
     /// "Public messages are appended to the channel's history when the rule keeps
@@ -906,7 +911,15 @@ impl<'a> Scenario<'a> {
             .c
             .send(json!({"action":"leave","options":{"channel":channel},"payload":null}))
             .await;
-        self.sync(i).await
+        self.sync(i).await?;
+        // The leaver's own barrier is connection-level (it is no longer a member), which
+        // does not wait for the channel: the members' barriers do.
+        for j in 0..self.socks.len() {
+            if self.socks[j].member {
+                self.sync(j).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Publish events over HTTP: (name, auth_id, auth_table) on `channel` (the concrete
@@ -952,7 +965,7 @@ impl<'a> Scenario<'a> {
 
     async fn run(mut self) -> Result<Stats, String> {
         let all = 0..self.socks.len();
-        // 1. The six initial sockets join in turn.
+        // 1. The seven initial sockets join in turn.
         for i in 0..INITIAL {
             let history = self.socks[i].asks_history;
             self.join(i, history).await?;
@@ -972,7 +985,7 @@ impl<'a> Scenario<'a> {
         // A socket that never joined.
         self.public(OUTSIDER, false).await?;
         self.public(OUTSIDER, true).await?;
-        self.direct(OUTSIDER, 2).await?;
+        self.direct(OUTSIDER, U1).await?;
         self.history(OUTSIDER).await?;
         // 3. Backend events, with and without auth_id; then pattern events.
         let channel = self.channel.clone();
@@ -1003,18 +1016,21 @@ impl<'a> Scenario<'a> {
             let history = self.socks[i].asks_history;
             self.join(i, history).await?;
         }
-        self.join(0, true).await?; // anon again, with history
-        self.join(3, true).await?; // u1b again, now with history
+        self.join(ANON, true).await?; // again, with history
+        self.join(U1B, true).await?; // again, now with history
         for i in all.clone() {
             self.history(i).await?;
         }
-        // 5. Leaves: a presence member, a member without presence, a non-member.
-        self.leave(4).await?;
-        self.leave(1).await?;
+        // 5. Leaves (presence members u2 and u1c, anon2 without presence, late_anon; each a
+        //    non-member where its join was refused), then the leavers are outside.
+        self.leave(U2).await?;
+        self.leave(ANON2).await?;
+        self.leave(U1C).await?;
         self.leave(OUTSIDER).await?;
-        self.public(2, false).await?;
-        self.public(4, false).await?; // u2 left: not joined
-        self.history(4).await?;
+        self.public(U1, false).await?;
+        self.public(U2, false).await?; // left: not joined
+        self.history(U2).await?;
+        self.direct(U1, U1C).await?; // gone
         self.events(&channel, &[("after-leave", None, None)])
             .await?;
         // 6. Nothing else arrived anywhere.
@@ -1175,4 +1191,52 @@ async fn matrix_of_owner_channels() {
         }
     }
     run_group("owner", rules).await;
+}
+
+/// PROTOCOL.md section 3: "A second join of the same channel re-sends the ack (and
+/// presence_full), with no new presence entry and no broadcast"; section 3 also says the
+/// members that asked for presence get a `presence_update` for every presence joiner. So
+/// a member that joined without presence and joins again asking for it must not turn up
+/// in presence lists that the other presence members were never told about.
+#[tokio::test]
+async fn a_repeated_join_asking_for_presence_adds_no_unannounced_presence_entry() {
+    let mut rule = Rule::plain(0);
+    rule.anonymous_clients = true;
+    rule.presence = true;
+    let server = TestServer::with_config(&config(&[rule.clone()]));
+    let channel = rule.channel();
+    let mut watcher = server.client_with_token(&user_token(1)).await;
+    let (ack_w, _) = watcher.join_presence(&channel).await;
+    let mut quiet = server.client_with_token(&user_token(2)).await;
+    let quiet_id = socket_id(&quiet.join(&channel, false, false).await);
+    watcher.expect_nothing(&channel).await;
+
+    // The repeated join, now asking for presence: an ack, and no broadcast.
+    quiet
+        .send(json!({"action":"join","options":{"channel":channel},
+            "payload":{"history":false,"presence":true}}))
+        .await;
+    let ack = quiet.expect("join").await;
+    assert_eq!(socket_id(&ack), quiet_id);
+    quiet.drain_until_barrier(&channel).await;
+    watcher.expect_nothing(&channel).await;
+
+    // A later presence joiner sees only the members the others were told about.
+    let mut late = server.client().await;
+    let (ack_l, full) = late.join_presence(&channel).await;
+    let mut listed: Vec<String> = full["payload"]["presence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["socketId"].as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    let mut expected = vec![socket_id(&ack_w), socket_id(&ack_l)];
+    expected.sort();
+    assert_eq!(
+        listed, expected,
+        "presence_full lists the socket {quiet_id} that joined without presence and joined \
+         again with presence: a new presence entry that no presence member was told about \
+         (the watcher got no presence_update join); {full}"
+    );
 }

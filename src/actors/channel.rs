@@ -294,19 +294,24 @@ struct JoinEffects {
 pub struct Join {
     pub member: Member,
     pub request: JoinRequest,
+    /// Forwarded by the registry (counted for the channel's lifecycle); a repeated
+    /// join comes straight from the member's connection.
+    pub via_registry: bool,
 }
 
 impl Handler<Join> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
-        self.joins_seen += 1;
+        if msg.via_registry {
+            self.joins_seen += 1;
+        }
         let id: Arc<str> = Arc::from(msg.member.identity.socket_id.as_str());
         let wants_presence = msg.request.presence && self.presence_on();
         let wants_history = msg.request.history && self.rule.settings.message_history > 0;
-        let (record, announce) = if let Some(existing) = self.members.get_mut(&id) {
-            // Idempotent: the SDK joins twice. Re-ack, no new entry, no broadcast.
-            existing.presence |= wants_presence;
+        let (record, announce) = if self.members.contains_key(&id) {
+            // Idempotent: the SDK joins twice. Re-ack (and presence_full when asked),
+            // but no new presence entry and no broadcast.
             (None, None)
         } else {
             crate::metrics::joined();

@@ -2,7 +2,7 @@
 //! identity and joined channels, enforces frame size, rate limit and liveness, and
 //! writes frames through the socket's outbox. It never encodes a broadcast.
 
-use super::channel::{ChannelActor, ClientMessage, HistoryRequest, Leave, Member};
+use super::channel::{ChannelActor, ClientMessage, HistoryRequest, Join, Leave, Member};
 use super::registry::JoinChannel;
 use crate::auth::Identity;
 use crate::config::ChannelRule;
@@ -143,13 +143,13 @@ impl ConnectionActor {
             return self.deny(&channel, d, ctx);
         }
         if let Some(j) = self.joined.get(&channel) {
-            // A repeated join: the channel re-acks it; no trigger, no count.
+            // A repeated join goes straight to the channel (in order with this
+            // socket's other frames there), which re-acks it; no trigger, no count.
             let member = self.member();
-            self.app.registry.do_send(JoinChannel {
-                channel,
-                rule: j.rule.clone(),
+            j.addr.do_send(Join {
                 member,
                 request,
+                via_registry: false,
             });
             return;
         }

@@ -84,6 +84,7 @@ impl Handler<JoinChannel> for RegistryActor {
         live.addr.do_send(Join {
             member: msg.member,
             request: msg.request,
+            via_registry: true,
         });
         MessageResult(live.addr.clone())
     }
