@@ -87,7 +87,9 @@ impl Server {
         .disable_signals()
         .shutdown_timeout(1)
         .backlog(4096)
-        .max_connection_rate(4096);
+        .max_connection_rate(4096)
+        // Frames are small and latency-sensitive; never wait on Nagle for an ACK.
+        .tcp_nodelay(true);
         let http = match (&config.server.tls_cert, &config.server.tls_key) {
             (Some(cert), Some(key)) => http.bind_rustls_0_23(
                 &config.server.listen,

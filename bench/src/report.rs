@@ -111,6 +111,14 @@ impl Row {
                 thousands(l)
             ));
         }
+        if self
+            .fields
+            .get("load_generator_saturated")
+            .and_then(|v| v.as_bool())
+            == Some(true)
+        {
+            parts.push("client core full".to_string());
+        }
         if let Some(c) = self.num("server_cpu_pct") {
             parts.push(format!("srv cpu {c:.0}%"));
         }
@@ -176,7 +184,7 @@ pub fn thousands(v: f64) -> String {
     let s = n.abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -239,6 +239,7 @@ struct Measured {
 }
 
 /// Run publishers against already-joined subscribers and collect everything.
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     subs: Vec<Ws>,
     groups: impl Fn(usize) -> usize,
@@ -352,6 +353,13 @@ fn delivery_fields(row: &mut Row, m: &Measured) {
             round2(100.0 * m.client_cpu.as_secs_f64() / wall),
         )
         .set("loadavg", procs::loadavg());
+    let client_pct = 100.0 * m.client_cpu.as_secs_f64() / wall;
+    let mut saturated = client_pct >= 90.0;
+    if let Some((_, cli)) = m.cores_busy {
+        saturated |= cli >= 97.0;
+    }
+    // Latency and rate then include the load generator's own queueing.
+    row.set("load_generator_saturated", saturated);
     if let Some((srv, cli)) = m.cores_busy {
         let own = 100.0 * m.server_cpu.as_secs_f64() / wall;
         row.set("server_cores_busy_pct", round2(srv))

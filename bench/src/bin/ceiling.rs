@@ -90,6 +90,7 @@ async fn serve(mut stream: TcpStream, id: u64, peers: Peers) -> Result<(), ()> {
         return Ok(());
     }
     // Select the offered subprotocol (the bench offers its token there, as the SDK does).
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| {
         if let Some(p) = req.headers().get("sec-websocket-protocol") {
             resp.headers_mut()
