@@ -176,13 +176,10 @@ fn names_file_key(value: &toml::Value) -> bool {
     }
 }
 
-/// `Config::from_toml_with_env` on TOML text plus `SWITCHBOARD__…` overrides: it returns
-/// a config that validates, whose every app's rules index and verify, or an error that
-/// says where.
-pub fn config_loader(data: &[u8]) {
-    let Ok(input) = std::str::from_utf8(data) else {
-        return;
-    };
+/// A `config_loader` input as TOML text and environment variables; None when it sets a
+/// file key anywhere (in the TOML, an override's name or an override's TOML value), as
+/// such an input is skipped.
+pub fn split_config_input(input: &str) -> Option<(&str, Vec<(String, String)>)> {
     let (text, env) = match input.find(ENV_MARKER) {
         Some(at) => (&input[..at], &input[at + ENV_MARKER.len()..]),
         None => (input, ""),
@@ -194,23 +191,35 @@ pub fn config_loader(data: &[u8]) {
         };
         let lower = name.to_ascii_lowercase();
         if FILE_KEYS.iter().any(|k| lower.contains(k)) {
-            return;
+            return None;
         }
         // The loader types an override as the TOML value `v = <raw>` when it parses so:
         // an inline table could name a file key too.
         if let Ok(t) = toml::from_str::<toml::Table>(&format!("v = {raw}")) {
             if names_file_key(&toml::Value::Table(t)) {
-                return;
+                return None;
             }
         }
         vars.push((name.to_string(), raw.to_string()));
     }
     if let Ok(value) = toml::from_str::<toml::Value>(text) {
         if names_file_key(&value) {
-            return;
+            return None;
         }
     }
+    Some((text, vars))
+}
 
+/// `Config::from_toml_with_env` on TOML text plus `SWITCHBOARD__…` overrides: it returns
+/// a config that validates, whose every app's rules index and verify, or an error that
+/// says where.
+pub fn config_loader(data: &[u8]) {
+    let Ok(input) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Some((text, vars)) = split_config_input(input) else {
+        return;
+    };
     match Config::from_toml_with_env(text, vars) {
         Ok(config) => {
             config.validate().expect("a loaded config validates again");
@@ -409,11 +418,11 @@ pub fn rule_matcher(data: &[u8]) {
                 Err(Denied::ChannelNotFound)
             } else if !w.authenticated && !rule.settings.anonymous_clients {
                 Err(Denied::AnonymousNotAllowed)
-            } else if !rule.join_roles.is_empty()
-                && !w.roles.iter().any(|r| rule.join_roles.contains(r))
+            } else if (!rule.join_roles.is_empty()
+                && !w.roles.iter().any(|r| rule.join_roles.contains(r)))
+                || (rule.owner_segment && !owner_ok)
             {
-                Err(Denied::JoinNotAllowed)
-            } else if rule.owner_segment && !owner_ok {
+                // Section 4's ACLs: a join role, and owning the channel's last segment.
                 Err(Denied::JoinNotAllowed)
             } else {
                 Ok(())
@@ -524,8 +533,11 @@ pub fn xanoscript(data: &[u8]) {
     }
 }
 
-/// The four targets by name, for the corpus replay and the stable fallback.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+/// A target's check.
+pub type Check = fn(&[u8]);
+
+/// The four targets by name, for the corpus replay.
+pub const TARGETS: [(&str, Check); 4] = [
     ("frame_parser", frame_parser),
     ("config_loader", config_loader),
     ("rule_matcher", rule_matcher),

@@ -1,0 +1,1 @@
+﻿realtime_channel "a" {}

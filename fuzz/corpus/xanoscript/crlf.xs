@@ -1,0 +1,4 @@
+realtime_channel "crlf" {
+  active = false
+  description = "windows"
+}

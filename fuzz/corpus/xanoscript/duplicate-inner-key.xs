@@ -1,0 +1,3 @@
+realtime_channel "b" {
+  settings = { presence: true, presence: false }
+}

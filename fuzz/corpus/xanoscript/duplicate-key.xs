@@ -1,0 +1,4 @@
+realtime_channel "b" {
+  active = true
+  active = false
+}

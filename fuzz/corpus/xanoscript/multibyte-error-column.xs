@@ -1,0 +1,3 @@
+realtime_channel "日本" {
+  description = "ü" ü
+}

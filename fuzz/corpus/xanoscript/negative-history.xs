@@ -1,0 +1,3 @@
+realtime_channel "b" {
+  settings = { message_history: -25 }
+}

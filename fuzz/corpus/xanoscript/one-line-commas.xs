@@ -1,0 +1,1 @@
+realtime_channel "chat/*" { active = true, public_messaging = { active: true, auth: false }, settings = { anonymous_clients: true, message_history: 1000, }, }

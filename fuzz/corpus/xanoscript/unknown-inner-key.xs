@@ -1,0 +1,3 @@
+realtime_channel "b" {
+  public_messaging = { active: true, loud: true }
+}

@@ -1,0 +1,2 @@
+realtime_channel "chat {
+}

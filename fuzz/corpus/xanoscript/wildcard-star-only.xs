@@ -1,0 +1,3 @@
+realtime_channel "*" {
+  private_messaging = { active: true, auth: true } // trailing comment
+}

@@ -1,0 +1,3 @@
+realtime_channel "b" {
+  active = "yes"
+}
