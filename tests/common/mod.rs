@@ -95,28 +95,7 @@ impl TestServer {
 
     /// Start with a TOML configuration (its `listen` should be 127.0.0.1:0).
     pub fn with_config(toml: &str) -> TestServer {
-        let config = Config::from_toml(toml).expect("test config is valid");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server = switchboard::Server::bind(&config).expect("bind");
-                tx.send((server.addr, server.handle())).unwrap();
-                let handle = server.handle();
-                actix_rt::spawn(async move {
-                    // Stop when the TestServer is dropped.
-                    let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-                    handle.shutdown().await;
-                });
-                server.run().await.expect("server ran");
-            });
-        });
-        let (addr, handle) = rx.recv().expect("server started");
-        TestServer {
-            addr,
-            handle,
-            stop: Some(stop_tx),
-        }
+        Self::with_loaded_config(Config::from_toml(toml).expect("test config is valid"))
     }
 
     /// Start with an already loaded configuration (e.g. `Config::load` of a file, so that
