@@ -724,15 +724,7 @@ async fn durable_events(inner: Arc<Inner>) {
         };
         let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
         let read: redis::RedisResult<redis::Value> = if pending_first {
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(group)
-                .arg(&inner.node_id)
-                .arg("COUNT")
-                .arg(100)
-                .arg("STREAMS")
-                .arg(&stream)
-                .arg("0")
+            read_group(group, &inner.node_id, &stream, "0", None)
                 .query_async(&mut conn)
                 .await
         } else if last_claim.elapsed() > Duration::from_secs(10) {
@@ -759,17 +751,7 @@ async fn durable_events(inner: Arc<Inner>) {
                     other => other,
                 })
         } else {
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(group)
-                .arg(&inner.node_id)
-                .arg("COUNT")
-                .arg(100)
-                .arg("BLOCK")
-                .arg(1000)
-                .arg("STREAMS")
-                .arg(&stream)
-                .arg(">")
+            read_group(group, &inner.node_id, &stream, ">", Some(1000))
                 .query_async(&mut conn)
                 .await
         };
@@ -808,6 +790,23 @@ async fn durable_events(inner: Arc<Inner>) {
             }
         }
     }
+}
+
+/// `XREADGROUP` for up to 100 entries after `from` (`0`: our own pending ones).
+fn read_group(
+    group: &str,
+    node: &str,
+    stream: &str,
+    from: &str,
+    block_ms: Option<u64>,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP").arg(group).arg(node).arg("COUNT").arg(100);
+    if let Some(ms) = block_ms {
+        cmd.arg("BLOCK").arg(ms);
+    }
+    cmd.arg("STREAMS").arg(stream).arg(from);
+    cmd
 }
 
 /// Entries of an XREADGROUP/XAUTOCLAIM answer: `[[id, [field, value, ...]], ...]`;

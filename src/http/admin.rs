@@ -13,21 +13,26 @@ pub fn authorized(req: &HttpRequest, state: &ServerState) -> bool {
     let Some(expected) = state.admin_token.as_deref() else {
         return false;
     };
-    req.headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| crate::http::publish::key_matches(given.trim(), expected))
+    crate::http::bearer(req).is_some_and(|given| crate::http::publish::key_matches(given, expected))
+}
+
+/// The refusal for a request that may not use the admin API, if any.
+fn refusal(req: &HttpRequest, state: &ServerState) -> Option<HttpResponse> {
+    if state.admin_token.is_none() {
+        return Some(
+            HttpResponse::NotFound().json(json!({"error": "admin is off (server.admin_token)"})),
+        );
+    }
+    if !authorized(req, state) {
+        return Some(HttpResponse::Unauthorized().json(json!({"error": "invalid admin token"})));
+    }
+    None
 }
 
 /// `POST /admin/reload`: 200 with what was reloaded, or 400 with why it was refused.
 pub async fn reload(req: HttpRequest, state: web::Data<Arc<ServerState>>) -> HttpResponse {
-    if state.admin_token.is_none() {
-        return HttpResponse::NotFound()
-            .json(json!({"error": "admin is off (server.admin_token)"}));
-    }
-    if !authorized(&req, &state) {
-        return HttpResponse::Unauthorized().json(json!({"error": "invalid admin token"}));
+    if let Some(refused) = refusal(&req, &state) {
+        return refused;
     }
     match crate::reload::reload(state.get_ref()) {
         Ok(done) => HttpResponse::Ok().json(json!({"reloaded": done})),
@@ -36,12 +41,8 @@ pub async fn reload(req: HttpRequest, state: web::Data<Arc<ServerState>>) -> Htt
 }
 
 pub async fn stats(req: HttpRequest, state: web::Data<Arc<ServerState>>) -> HttpResponse {
-    if state.admin_token.is_none() {
-        return HttpResponse::NotFound()
-            .json(json!({"error": "admin is off (server.admin_token)"}));
-    }
-    if !authorized(&req, &state) {
-        return HttpResponse::Unauthorized().json(json!({"error": "invalid admin token"}));
+    if let Some(refused) = refusal(&req, &state) {
+        return refused;
     }
     let mut apps = Vec::new();
     for app in state.apps() {

@@ -30,14 +30,9 @@ pub async fn publish(
     let Some(app) = state.app(path.as_str()) else {
         return reply(404, "unknown app");
     };
-    let given = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = super::bearer(&req).unwrap_or("");
     let settings = app.settings();
-    if !key_matches(given.trim(), &settings.config.api_key) {
+    if !key_matches(given, &settings.config.api_key) {
         return reply(401, "invalid API key");
     }
     if state.is_draining() || !state.engine.ready() {

@@ -51,14 +51,9 @@ pub async fn upgrade(
     if let Some(p) = &offered {
         response.insert_header(("sec-websocket-protocol", p.as_str()));
     }
-    let token = offered.clone().or_else(|| {
-        req.headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-    });
+    let token = offered
+        .clone()
+        .or_else(|| super::bearer(&req).map(str::to_string));
 
     let limits = &state.limits;
     let outbox = Outbox::new(limits.send_queue_bytes);
