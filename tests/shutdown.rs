@@ -13,6 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite;
 
 /// The harness's app `test` with a given drain window.
+/// The two tests run one at a time: the binary test picks a free port by binding and
+/// releasing it, which the in-process server (port 0) could otherwise be handed too.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn config(drain_s: u64) -> String {
     BASE_CONFIG.replace("drain_s = 1", &format!("drain_s = {drain_s}"))
 }
@@ -33,6 +37,7 @@ async fn refused_upgrade(url: &str) -> Option<u16> {
 
 #[tokio::test]
 async fn shutdown_closes_sockets_with_1012_and_refuses_new_ones() {
+    let _serial = SERIAL.lock().await;
     const DRAIN_S: u64 = 4;
     let server = TestServer::with_config(&config(DRAIN_S));
     let mut clients = [
@@ -112,6 +117,7 @@ impl Drop for TempFile {
 
 #[tokio::test]
 async fn binary_drains_on_sigterm_and_exits_0() {
+    let _serial = SERIAL.lock().await;
     const DRAIN_S: u64 = 1;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
