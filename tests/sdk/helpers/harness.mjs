@@ -83,9 +83,9 @@ export class SdkClient {
    * @param {import("node:test").TestContext | null} t
    * @param {{label?: string, token?: string}} opts
    */
-  static async start(t, { label = `client${++seq}`, token } = {}) {
+  static async start(t, { label = `client${++seq}`, token, port = PORT } = {}) {
     const worker = new Worker(new URL("./sdk-worker.mjs", import.meta.url), {
-      workerData: { port: PORT, hash: HASH, token: token ?? null, label },
+      workerData: { port, hash: HASH, token: token ?? null, label },
     });
     const client = new SdkClient(label, worker);
     t?.after(() => client.kill());
