@@ -106,7 +106,11 @@ impl Handler<ChannelIdle> for RegistryActor {
             // A join sent after the channel reported idle keeps it alive.
             if live.joins_sent == msg.joins_seen {
                 live.addr.do_send(Shutdown);
-                self.stopping.retain(|a| a.connected());
+                // Forget stopped ones now and then, not on every idle channel: when
+                // thousands of channels empty at once this stays linear.
+                if self.stopping.len() >= 64 && self.stopping.len().is_power_of_two() {
+                    self.stopping.retain(|a| a.connected());
+                }
                 self.stopping.push(live.addr.clone());
                 self.channels.remove(&msg.channel);
                 crate::metrics::channels_live(-1.0);
