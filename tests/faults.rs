@@ -118,20 +118,9 @@ settings = {{ anonymous_clients = true, message_history = 5 }}
             )
             .unwrap();
             let log = temp_path("single", "log");
-            let out = std::fs::File::create(&log).unwrap();
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-            cmd.arg("serve")
-                .arg("--config")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out);
-            for (k, _) in std::env::vars_os() {
-                if k.to_string_lossy().starts_with("SWITCHBOARD__") {
-                    cmd.env_remove(k);
-                }
-            }
-            let child = cmd.spawn().expect("start the switchboard binary");
+            let child = cluster_support::broker_command(&config, &log)
+                .spawn()
+                .expect("start the switchboard binary");
             let mut node = Single {
                 addr,
                 pid: child.id(),

@@ -18,6 +18,7 @@
 //! lowers it. The tests take a process-wide lock and run one at a time, so that they
 //! do not measure each other.
 
+mod cluster_support;
 mod common;
 
 use common::{http_get, Client, SECRET, WAIT};
@@ -26,7 +27,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -123,21 +124,10 @@ impl Broker {
             let config = temp_path("config", "toml");
             std::fs::write(&config, config_toml(addr, limits)).unwrap();
             let log = temp_path("broker", "log");
-            let out = std::fs::File::create(&log).unwrap();
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-            cmd.arg("serve")
-                .arg("--config")
-                .arg(&config)
+            let child = cluster_support::broker_command(&config, &log)
                 .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out);
-            for (k, _) in std::env::vars_os() {
-                if k.to_string_lossy().starts_with("SWITCHBOARD__") {
-                    cmd.env_remove(k);
-                }
-            }
-            let child = cmd.spawn().expect("start the switchboard binary");
+                .spawn()
+                .expect("start the switchboard binary");
             let mut broker = Broker {
                 addr,
                 pid: child.id(),

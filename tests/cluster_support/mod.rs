@@ -30,6 +30,25 @@ pub fn free_port() -> u16 {
 }
 
 /// A unique path in the temp dir.
+/// `switchboard serve --config <config>`, stdout and stderr into `log`, and nothing
+/// from the environment overriding the test's configuration.
+pub fn broker_command(config: &std::path::Path, log: &std::path::Path) -> Command {
+    let out = std::fs::File::create(log).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SWITCHBOARD__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 fn temp_path(tag: &str, ext: &str) -> PathBuf {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -353,21 +372,9 @@ impl Node {
         let config = temp_path(&format!("node-{name}"), "toml");
         std::fs::write(&config, config_toml(redis_port, addr, opts)).unwrap();
         let log = temp_path(&format!("node-{name}"), "log");
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        // Nothing from the environment may override the test's configuration.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("SWITCHBOARD__") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd.spawn().expect("start the switchboard binary");
+        let child = broker_command(&config, &log)
+            .spawn()
+            .expect("start the switchboard binary");
         let pid = child.id();
         Node {
             name: name.to_string(),
