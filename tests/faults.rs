@@ -83,16 +83,13 @@ struct Single {
 
 impl Single {
     async fn start(drain_s: u64) -> Single {
-        for _ in 0..3 {
-            let addr = cluster_support::free_port();
-            let addr: SocketAddr = format!("127.0.0.1:{addr}").parse().unwrap();
-            let config = temp_path("single", "toml");
-            std::fs::write(
-                &config,
-                format!(
-                    r#"
+        let config = temp_path("single", "toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
 [server]
-listen = "{addr}"
+listen = "127.0.0.1:0"
 drain_s = {drain_s}
 
 [limits]
@@ -112,35 +109,28 @@ pattern = "chat/*"
 public_messaging = {{ active = true }}
 settings = {{ anonymous_clients = true, message_history = 5 }}
 "#,
-                    key = common::API_KEY,
-                    secret = common::SECRET,
-                ),
-            )
-            .unwrap();
-            let log = temp_path("single", "log");
-            let child = cluster_support::broker_command(&config, &log)
-                .spawn()
-                .expect("start the switchboard binary");
-            let mut node = Single {
-                addr,
-                pid: child.id(),
-                child: Some(child),
-                log,
-                config,
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if get_status(addr, "/readyz").await == Some(200) {
-                    return node;
-                }
-                if node.child.as_mut().unwrap().try_wait().unwrap().is_some() {
-                    break; // the port was taken meanwhile: try another
-                }
-                assert!(Instant::now() < deadline, "single node not ready in 10 s");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+                key = common::API_KEY,
+                secret = common::SECRET,
+            ),
+        )
+        .unwrap();
+        let log = temp_path("single", "log");
+        let (child, addr) =
+            common::process::spawn_listening(cluster_support::broker_command(&config, &log), &log)
+                .await;
+        let node = Single {
+            addr,
+            pid: child.id(),
+            child: Some(child),
+            log,
+            config,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get_status(addr, "/readyz").await != Some(200) {
+            assert!(Instant::now() < deadline, "single node not ready in 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the single node did not start");
+        node
     }
 
     fn url(&self) -> String {

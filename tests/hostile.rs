@@ -82,18 +82,13 @@ fn temp_path(tag: &str, ext: &str) -> PathBuf {
     ))
 }
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 /// App `test` with `chat/*` open to everyone (no history, no presence), under the
 /// given `[limits]` lines.
-fn config_toml(listen: SocketAddr, limits: &str) -> String {
+fn config_toml(limits: &str) -> String {
     format!(
         r#"
 [server]
-listen = "{listen}"
+listen = "127.0.0.1:0"
 drain_s = 1
 
 [limits]
@@ -119,35 +114,25 @@ settings = {{ anonymous_clients = true }}
 
 impl Broker {
     async fn start(limits: &str) -> Broker {
-        for _ in 0..3 {
-            let addr = free_addr();
-            let config = temp_path("config", "toml");
-            std::fs::write(&config, config_toml(addr, limits)).unwrap();
-            let log = temp_path("broker", "log");
-            let child = cluster_support::broker_command(&config, &log)
-                .env("RUST_LOG", "info")
-                .spawn()
-                .expect("start the switchboard binary");
-            let mut broker = Broker {
-                addr,
-                pid: child.id(),
-                child: Some(child),
-                log,
-                config,
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if healthz(addr).await == Some(200) {
-                    return broker;
-                }
-                if broker.child.as_mut().unwrap().try_wait().unwrap().is_some() {
-                    break; // most likely the port was taken meanwhile: try another
-                }
-                assert!(Instant::now() < deadline, "broker not healthy within 10 s");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let config = temp_path("config", "toml");
+        std::fs::write(&config, config_toml(limits)).unwrap();
+        let log = temp_path("broker", "log");
+        let (child, addr) =
+            common::process::spawn_listening(cluster_support::broker_command(&config, &log), &log)
+                .await;
+        let broker = Broker {
+            addr,
+            pid: child.id(),
+            child: Some(child),
+            log,
+            config,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while healthz(addr).await != Some(200) {
+            assert!(Instant::now() < deadline, "broker not healthy within 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the broker did not start");
+        broker
     }
 
     fn url(&self) -> String {

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "reload-admin-token";
@@ -58,28 +58,12 @@ impl Drop for Node {
 }
 
 async fn start(path: &std::path::Path) -> Node {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--config"])
-        .arg(path)
-        .env("SWITCHBOARD__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info,switchboard=debug")
-        .stdout(std::fs::File::create(path.with_extension("log")).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let log = path.with_extension("log");
+    let mut cmd = process::broker_command(path, &log);
+    cmd.env("RUST_LOG", "info,switchboard=debug");
+    let (child, addr) = process::spawn_listening(cmd, &log).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok()
-            && http_get(addr, "/healthz").await.0 == 200
-        {
-            break;
-        }
+    while http_get(addr, "/healthz").await.0 != 200 {
         assert!(Instant::now() < deadline, "server did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -40,43 +40,16 @@ if [ ! -d node_modules/playwright-core ]; then
 fi
 
 mkdir -p "$HERE/artifacts"
-PORT="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
 # A letter first, so the environment override is read as a string, never a TOML number.
 TOKEN="adm-$(node -e 'console.log(require("crypto").randomBytes(16).toString("hex"))')"
 LOG="$(mktemp -t switchboard-browser.XXXXXX.log)"
 
-BROKER_PID=""
-cleanup() {
-  if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
-    kill -TERM "$BROKER_PID" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$BROKER_PID" 2>/dev/null
-    wait "$BROKER_PID" 2>/dev/null
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-SWITCHBOARD__SERVER__LISTEN="127.0.0.1:$PORT" \
+# shellcheck source=../broker.sh
+source "$ROOT/tests/broker.sh"
 SWITCHBOARD__SERVER__ADMIN_TOKEN="$TOKEN" \
 SWITCHBOARD__SERVER__DRAIN_S=1 \
 SWITCHBOARD__LIMITS__MESSAGES_PER_MINUTE=0 \
-  "$BIN" serve --config "$ROOT/config/default.toml" >"$LOG" 2>&1 &
-BROKER_PID=$!
-
-# Wait (bounded: 20 s) for /healthz.
-up=""
-for _ in $(seq 1 200); do
-  if ! kill -0 "$BROKER_PID" 2>/dev/null; then break; fi
-  if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/healthz" 2>/dev/null; then up=1; break; fi
-  sleep 0.1
-done
-if [ -z "$up" ]; then
-  echo "run.sh: broker did not answer /healthz on 127.0.0.1:$PORT; its log ($LOG):" >&2
-  tail -n 50 "$LOG" >&2
-  exit 2
-fi
-echo "run.sh: broker up on 127.0.0.1:$PORT (pid $BROKER_PID, log $LOG)"
+  start_broker "$LOG" serve --config "$ROOT/config/default.toml"
 
 SWITCHBOARD_URL="http://127.0.0.1:$PORT" SWITCHBOARD_ADMIN_TOKEN="$TOKEN" CHROMIUM_PATH="$CHROMIUM" \
   node --test "$HERE"/*.test.mjs

@@ -30,24 +30,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A unique path in the temp dir.
-/// `switchboard serve --config <config>`, stdout and stderr into `log`, and nothing
-/// from the environment overriding the test's configuration.
-pub fn broker_command(config: &std::path::Path, log: &std::path::Path) -> Command {
-    let out = std::fs::File::create(log).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("SWITCHBOARD__") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
+pub use crate::common::process::broker_command;
 
 fn temp_path(tag: &str, ext: &str) -> PathBuf {
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -343,38 +326,20 @@ pub struct Node {
 impl Node {
     /// Spawn a node and wait (bounded) until its `/readyz` answers 200.
     pub async fn start(name: &str, redis: &Redis, opts: &Opts) -> Node {
-        let mut node = Node::spawn(name, redis.port, opts).await;
-        let deadline = Instant::now() + START_WITHIN;
-        loop {
-            if node.readyz().await == Some(200) {
-                return node;
-            }
-            if let Some(status) = node.child.as_mut().unwrap().try_wait().unwrap() {
-                // Most likely another test took the port in between: try once more.
-                print_log(&format!("node {name} (exited: {status})"), &node.log);
-                node = Node::spawn(name, redis.port, opts).await;
-                continue;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "node {name} on {} not ready (/readyz {:?}) within {START_WITHIN:?}",
-                    node.addr,
-                    node.readyz().await
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let node = Node::spawn(name, redis.port, opts).await;
+        node.wait_readyz(200, START_WITHIN).await;
+        node
     }
 
-    /// Spawn without waiting for readiness.
+    /// Spawn without waiting for readiness (only until it listens: on a port of
+    /// its own choosing, learnt from its log).
     pub async fn spawn(name: &str, redis_port: u16, opts: &Opts) -> Node {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let config = temp_path(&format!("node-{name}"), "toml");
-        std::fs::write(&config, config_toml(redis_port, addr, opts)).unwrap();
+        std::fs::write(&config, config_toml(redis_port, any_port, opts)).unwrap();
         let log = temp_path(&format!("node-{name}"), "log");
-        let child = broker_command(&config, &log)
-            .spawn()
-            .expect("start the switchboard binary");
+        let (child, addr) =
+            common::process::spawn_listening(broker_command(&config, &log), &log).await;
         let pid = child.id();
         Node {
             name: name.to_string(),

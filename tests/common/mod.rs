@@ -2,6 +2,8 @@
 //! system on a thread) and real WebSocket clients (tokio-tungstenite).
 #![allow(dead_code)]
 
+pub mod process;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::SocketAddr;

@@ -13,9 +13,8 @@ import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 import { tmpdir } from "node:os";
 import { SdkClient, HASH, uniq, ids } from "./helpers/harness.mjs";
+import { startBroker } from "./helpers/broker.mjs";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const BIN = process.env.SWITCHBOARD_BIN || `${ROOT}target/release/switchboard`;
 const CONFIG = fileURLToPath(new URL("./sdk.toml", import.meta.url));
 const DRAIN_S = 2;
 const ON_A = 3; // clients that start on node A and must move
@@ -117,30 +116,53 @@ test("rollout drill: SIGTERM to one of two nodes moves its SDK clients to the ot
   });
 
   // --- Redis and two nodes ---
-  const redisPort = await freePort();
-  const redis = start("redis-server", "redis-server", [
-    "--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmpdir(),
-  ]);
-  procs.push(redis);
-  await until("redis-server to answer PING", () => redisPing(redisPort), 10_000);
+  // redis-server cannot report a port it picked itself: pick one, and pick
+  // again if something else took it before redis-server bound it.
+  let redis;
+  let redisPort;
+  for (let attempt = 1; !redis; attempt++) {
+    redisPort = await freePort();
+    const r = start("redis-server", "redis-server", [
+      "--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmpdir(),
+    ]);
+    procs.push(r);
+    try {
+      await until("redis-server to answer PING", async () => {
+        if (!r.running()) throw new Error(`redis-server exited\n${r.tail()}`);
+        // Its own log line, so a PONG from someone else's server on that port does not count.
+        return r.log.some((l) => l.includes("Ready to accept connections")) && redisPing(redisPort);
+      }, 10_000);
+      redis = r;
+    } catch (err) {
+      await stop(r, "SIGKILL");
+      if (attempt >= 5) throw err;
+    }
+  }
 
-  const ports = [await freePort(), await freePort()];
-  const nodes = ports.map((port, i) => {
-    const node = start(`node ${"AB"[i]} (:${port})`, BIN, ["serve", "--config", CONFIG], {
-      SWITCHBOARD__SERVER__LISTEN: `127.0.0.1:${port}`,
-      SWITCHBOARD__SERVER__DRAIN_S: String(DRAIN_S),
-      SWITCHBOARD__CLUSTER__REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+  // Each node binds port 0 and says which port it got (helpers/broker.mjs).
+  const nodes = [];
+  for (const name of ["node A", "node B"]) {
+    const node = await startBroker(name, CONFIG, {
+      env: {
+        SWITCHBOARD__SERVER__DRAIN_S: String(DRAIN_S),
+        SWITCHBOARD__CLUSTER__REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+      },
     });
     procs.push(node);
-    return node;
-  });
+    nodes.push(node);
+  }
+  const ports = nodes.map((n) => n.port);
   const [A, B] = nodes;
   const diagnostics = () => [A, B, redis].map((p) => p.tail()).join("\n");
 
   try {
     for (const [i, port] of ports.entries()) {
-      await until(`node ${"AB"[i]} /readyz`, async () => (await httpStatus(`http://127.0.0.1:${port}/readyz`)) === 200);
+      await until(`node ${"AB"[i]} /readyz`, async () => {
+        assert.ok(nodes[i].running(), `${nodes[i].name} exited before it was ready`);
+        return (await httpStatus(`http://127.0.0.1:${port}/readyz`)) === 200;
+      });
     }
+    assert.notEqual(ports[0], ports[1], "the two nodes listen on different ports");
 
     // --- the load balancer: one shared flag, the node that takes new sockets ---
     const route = new SharedArrayBuffer(4);

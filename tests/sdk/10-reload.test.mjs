@@ -5,16 +5,11 @@
 //     file is refused and the old rules still hold.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join, dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { SdkClient, mintJwt, JWT_SECRET, HASH, API_KEY, ANON_REFUSED, WAIT_MS } from "./helpers/harness.mjs";
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = process.env.SWITCHBOARD_BIN || join(ROOT, "target/release/switchboard");
+import { startBroker } from "./helpers/broker.mjs";
 
 const rooms = (anonymous) => `// Chat rooms, as a team keeps them in realtime/channel/.
 realtime_channel "room:*" {
@@ -31,15 +26,6 @@ realtime_channel "room:*" {
   }
 }
 `;
-
-const freePort = () =>
-  new Promise((ok) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-  });
 
 async function until(what, pred) {
   const deadline = Date.now() + WAIT_MS * 2;
@@ -60,13 +46,10 @@ test("SIGHUP reloads XanoScript rules without dropping SDK clients", async (t) =
       `[[apps]]\nname = "Reload"\nhash = "${HASH}"\napi_key = "${API_KEY}"\nchannels_dir = "channels"\n` +
       `[apps.jwt]\nalgorithm = "HS256"\nsecret = "${JWT_SECRET}"\n`,
   );
-  const port = await freePort();
-  const broker = spawn(BIN, ["serve", "--config", join(dir, "switchboard.toml")], {
-    env: { ...process.env, SWITCHBOARD__SERVER__LISTEN: `127.0.0.1:${port}`, RUST_LOG: "warn" },
-    stdio: "ignore",
-  });
+  const broker = await startBroker("reload broker", join(dir, "switchboard.toml"));
+  const { port } = broker;
   t.after(() => {
-    broker.kill("SIGKILL");
+    broker.child.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   });
   const base = `http://127.0.0.1:${port}`;
@@ -83,7 +66,7 @@ test("SIGHUP reloads XanoScript rules without dropping SDK clients", async (t) =
   writeFileSync(join(dir, "channels", "rooms.xs"), rooms(false));
   const since = anon.mark();
   const mSince = member.mark();
-  process.kill(broker.pid, "SIGHUP");
+  process.kill(broker.child.pid, "SIGHUP");
 
   const revoked = await anon.waitCb("room:1", (f) => f.action === "error", { via: "onError", since, what: "revocation" });
   assert.equal(revoked.payload.message, "Channel access revoked");
@@ -108,7 +91,7 @@ test("SIGHUP reloads XanoScript rules without dropping SDK clients", async (t) =
 
   // A broken file is refused whole: the running rules stay.
   writeFileSync(join(dir, "channels", "rooms.xs"), 'realtime_channel "room:*" {\n  settings = { anonymous_clients: maybe }\n}\n');
-  process.kill(broker.pid, "SIGHUP");
+  process.kill(broker.child.pid, "SIGHUP");
   await until("the refused reload", () => metric('switchboard_reloads_total{result="refused"} 1'));
   const s3 = member.mark();
   await member.message("room:1", { text: "still here" });

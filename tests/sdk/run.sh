@@ -21,38 +21,11 @@ if [ ! -d node_modules ]; then
   npm ci --no-audit --no-fund || exit 2
 fi
 
-# A free port: bind :0, read it, release it.
-PORT="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
 LOG="$(mktemp -t switchboard-sdk.XXXXXX.log)"
 
-BROKER_PID=""
-cleanup() {
-  if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
-    kill -TERM "$BROKER_PID" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$BROKER_PID" 2>/dev/null
-    wait "$BROKER_PID" 2>/dev/null
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-SWITCHBOARD__SERVER__LISTEN="127.0.0.1:$PORT" "$BIN" serve --config "$HERE/sdk.toml" >"$LOG" 2>&1 &
-BROKER_PID=$!
-
-# Wait (bounded: 20 s) for /healthz.
-up=""
-for _ in $(seq 1 200); do
-  if ! kill -0 "$BROKER_PID" 2>/dev/null; then break; fi
-  if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/healthz" 2>/dev/null; then up=1; break; fi
-  sleep 0.1
-done
-if [ -z "$up" ]; then
-  echo "run.sh: broker did not answer /healthz on 127.0.0.1:$PORT; its log ($LOG):" >&2
-  tail -n 50 "$LOG" >&2
-  exit 2
-fi
-echo "run.sh: broker up on 127.0.0.1:$PORT (pid $BROKER_PID, log $LOG)"
+# shellcheck source=../broker.sh
+source "$ROOT/tests/broker.sh"
+start_broker "$LOG" serve --config "$HERE/sdk.toml"
 
 if [ "$#" -gt 0 ]; then
   FILES=("$@")
