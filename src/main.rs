@@ -3,6 +3,22 @@ use std::path::PathBuf;
 use switchboard::config::{Config, DEMO_SECRET};
 use switchboard::Server;
 
+// jemalloc rather than glibc's malloc. Measured with `switchboard-bench many-channels`
+// (5,000 channels x 4 subscribers, four more join/leave rounds): with glibc, RSS after
+// everyone left was +17 % and grew 4.4 MB with every further round although the live
+// heap did not (fragmentation); with jemalloc it is +7 % and flat, and it falls back
+// to ~20 MB when the sockets close. Fan-out CPU per delivery is the same within noise.
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read when it starts: a background thread hands freed pages
+/// back within about a second, so memory is returned even while the server is idle.
+#[cfg(all(unix, not(target_env = "musl")))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",

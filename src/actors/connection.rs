@@ -221,6 +221,15 @@ impl ConnectionActor {
                 socket_id: self.socket_id.clone(),
             });
             self.send(protocol::leave_frame(channel), ctx);
+            self.forget_channels_if_none();
+        }
+    }
+
+    /// A socket that left its last channel keeps no table for them: thousands of
+    /// sockets idling between channels would otherwise each keep their largest one.
+    fn forget_channels_if_none(&mut self) {
+        if self.joined.is_empty() {
+            self.joined = HashMap::new();
         }
     }
 
@@ -447,6 +456,7 @@ impl Handler<Unjoined> for ConnectionActor {
 
     fn handle(&mut self, msg: Unjoined, _: &mut Context<Self>) {
         self.joined.remove(&msg.channel);
+        self.forget_channels_if_none();
     }
 }
 
