@@ -1,0 +1,234 @@
+//! The node's pub/sub connection (the bridge): (re)connects, (re)subscribes every
+//! live channel's topic, routes what arrives to the channel actors, and after a
+//! reconnect recovers from each channel's stream what it missed, so delivery has
+//! no gap and no repeat.
+
+use super::*;
+
+/// A stream entry id `ms-seq`, ordered.
+pub(super) type StreamId = (u64, u64);
+
+fn parse_stream_id(s: &str) -> Option<StreamId> {
+    let (ms, seq) = s.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// One live topic on this node: its channel actors and what was delivered to them.
+pub(super) struct Route {
+    pub(super) recipients: Vec<Recipient<Deliver>>,
+    /// The last broadcast delivered here; later ones with a smaller id are repeats.
+    pub(super) last_id: Option<StreamId>,
+    /// When this node subscribed (ms): recovery never reaches further back.
+    pub(super) since_ms: u64,
+    /// While catching up after a reconnect, live broadcasts wait here.
+    pub(super) recovering: Option<Vec<(StreamId, Vec<u8>)>>,
+    /// Ids of recent broadcasts: a broadcast republished after Redis was lost may
+    /// reach a node that had already delivered it.
+    pub(super) recent: std::collections::VecDeque<String>,
+}
+
+const RECENT_IDS: usize = 2048;
+
+impl Route {
+    /// Deliver unless already delivered.
+    fn deliver(&mut self, id: StreamId, envelope: &[u8]) {
+        if self.last_id.is_some_and(|last| id <= last) {
+            return;
+        }
+        self.last_id = Some(id);
+        let Some((mid, broadcast)) = decode_envelope(envelope) else {
+            tracing::warn!("undecodable broadcast dropped");
+            return;
+        };
+        if self.recent.iter().any(|m| *m == mid) {
+            return;
+        }
+        if self.recent.len() == RECENT_IDS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(mid);
+        for r in &self.recipients {
+            r.do_send(Deliver(broadcast.clone()));
+        }
+    }
+}
+
+/// Asks for the bridge, from the engine: topics to (un)subscribe.
+pub(super) enum SubCommand {
+    Subscribe(String, oneshot::Sender<Result<(), EngineError>>),
+    Unsubscribe(String),
+}
+
+impl Inner {
+    /// Route one pub/sub message to the channel actors of its topic.
+    fn route(&self, topic: &str, payload: &[u8]) {
+        if topic == self.events_topic() {
+            let sink = self.events.lock().clone();
+            if let Some(sink) = sink {
+                actix_rt::spawn(sink(Bytes::copy_from_slice(payload), false));
+            }
+            return;
+        }
+        let Some(split) = payload.iter().position(|&c| c == b'\n') else {
+            return;
+        };
+        let Some(id) = std::str::from_utf8(&payload[..split])
+            .ok()
+            .and_then(parse_stream_id)
+        else {
+            tracing::warn!(topic, "broadcast without a stream id dropped");
+            return;
+        };
+        let envelope = &payload[split + 1..];
+        self.confirmed(envelope);
+        let mut routes = self.routes.lock();
+        let Some(route) = routes.get_mut(topic) else {
+            return;
+        };
+        match &mut route.recovering {
+            Some(waiting) => waiting.push((id, envelope.to_vec())),
+            None => route.deliver(id, envelope),
+        }
+    }
+
+    /// After re-subscribing: fetch from each channel's recovery stream what was
+    /// published while this node was not listening, deliver it in order, then the
+    /// live broadcasts that arrived meanwhile.
+    async fn recover(&self, since_disconnect_ms: u64) {
+        let topics: Vec<(String, String)> = self
+            .routes
+            .lock()
+            .iter()
+            .map(|(topic, r)| {
+                let from = match r.last_id {
+                    Some((ms, seq)) => format!("({ms}-{seq}"),
+                    None => format!("{}-0", r.since_ms.max(since_disconnect_ms)),
+                };
+                (topic.clone(), from)
+            })
+            .collect();
+        let mut conn = self.conn();
+        for (topic, from) in topics {
+            let Some(stream) = self.stream_of_topic(&topic) else {
+                continue;
+            };
+            let entries: redis::RedisResult<redis::Value> = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg(&from)
+                .arg("+")
+                .query_async(&mut conn)
+                .await;
+            let mut found = Vec::new();
+            if let Ok(list) = &entries {
+                collect_entries(list, &mut found);
+            }
+            let mut routes = self.routes.lock();
+            let Some(route) = routes.get_mut(&topic) else {
+                continue;
+            };
+            let waiting = route.recovering.take().unwrap_or_default();
+            if !found.is_empty() {
+                tracing::info!(
+                    topic,
+                    recovered = found.len(),
+                    "recovered missed broadcasts"
+                );
+            }
+            for (id, envelope) in found {
+                if let Some(id) = parse_stream_id(&id) {
+                    route.deliver(id, &envelope);
+                }
+            }
+            for (id, envelope) in waiting {
+                route.deliver(id, &envelope);
+            }
+        }
+    }
+
+    fn stream_of_topic(&self, topic: &str) -> Option<String> {
+        let rest = topic.strip_prefix(&self.prefix)?;
+        let (app, channel) = rest.split_once(":ch:")?;
+        Some(self.recovery_stream(&ChannelKey::new(app, channel)))
+    }
+}
+
+/// The pub/sub connection: (re)connect, (re)subscribe every live topic, route messages.
+pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<SubCommand>) {
+    let mut logged_down = false;
+    let mut disconnected_at = now_ms();
+    loop {
+        let pubsub = match inner.client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                if !logged_down {
+                    tracing::warn!(error = %e, "Redis unreachable; not ready until it is");
+                    logged_down = true;
+                }
+                drain_while_down(&mut commands);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let mut topics: Vec<String> = {
+            let mut routes = inner.routes.lock();
+            for route in routes.values_mut() {
+                route.recovering = Some(Vec::new());
+            }
+            routes.keys().cloned().collect()
+        };
+        topics.push(inner.events_topic());
+        if let Err(e) = sink.subscribe(&topics).await {
+            tracing::warn!(error = %e, "resubscribe failed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        if let Err(e) = inner.reannounce().await {
+            tracing::warn!(error = %e, "re-announcing presence failed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        if let Err(e) = inner.republish_pending().await {
+            tracing::warn!(error = %e, "republishing failed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        inner.recover(disconnected_at).await;
+        inner.connected.store(true, Ordering::Release);
+        if logged_down {
+            tracing::info!(topics = topics.len(), "Redis reachable again: resubscribed");
+        }
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => inner.route(msg.get_channel_name(), msg.get_payload_bytes()),
+                    None => break,
+                },
+                cmd = commands.recv() => match cmd {
+                    Some(SubCommand::Subscribe(topic, ack)) => {
+                        let _ = ack.send(sink.subscribe(&topic).await.map_err(unavailable));
+                    }
+                    Some(SubCommand::Unsubscribe(topic)) => {
+                        let _ = sink.unsubscribe(&topic).await;
+                    }
+                    None => return,
+                },
+            }
+        }
+        inner.connected.store(false, Ordering::Release);
+        disconnected_at = now_ms();
+        tracing::warn!("Redis pub/sub connection lost; reconnecting");
+        crate::metrics::redis_reconnect();
+        logged_down = true;
+    }
+}
+
+/// While disconnected, subscriptions are answered with an error (they are made again
+/// on reconnect from the route table).
+fn drain_while_down(commands: &mut mpsc::UnboundedReceiver<SubCommand>) {
+    while let Ok(cmd) = commands.try_recv() {
+        if let SubCommand::Subscribe(_, ack) = cmd {
+            let _ = ack.send(Err(EngineError::Unavailable("Redis unreachable".into())));
+        }
+    }
+}

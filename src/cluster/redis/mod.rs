@@ -1,0 +1,505 @@
+//! The cluster engine over Redis. One dedicated pub/sub connection per node (the
+//! bridge) receives the topics of this node's live channels; a multiplexed
+//! connection carries commands. Broadcasts go out as one Lua script that appends
+//! history and publishes, and every node, the origin too, delivers what comes back,
+//! so all nodes see one order per channel.
+//!
+//! Keys (P = `cluster.prefix`, A = app hash, C = channel):
+//! - `P A:ch:C`   pub/sub topic of a channel; payload = audience header line + frame JSON
+//! - `P A:h:C`    history list (entries: auth-only flag byte + frame JSON), capped, with TTL
+//! - `P A:m:C`    members hash: socket id -> `node\n<presence><authenticated>\n<client JSON>`
+//! - `P A:u:U`    per-user connection counts: node -> count
+//! - `P nodes`    sorted set: node id -> last heartbeat (ms)
+//! - `P node:N`   what node N registered (members, users), removed by whoever sweeps N
+//! - `P publish`  backends' events (pub/sub); `P publish-stream` the durable path
+//!
+//! Files: this one holds the engine and its `Engine` methods; `bridge` the pub/sub
+//! connection and recovery; `publish` the wire envelope and unconfirmed broadcasts;
+//! `presence` heartbeats and the sweep of dead nodes; `events` the durable event stream.
+
+mod bridge;
+mod events;
+mod presence;
+mod publish;
+
+use bridge::{Route, SubCommand};
+use events::{collect_entries, durable_events};
+use presence::{heartbeats, parse_record};
+use publish::{decode_envelope, encode_envelope, Pending, MAX_PENDING};
+
+use super::{
+    Audience, Broadcast, ChannelKey, Deliver, Engine, EngineError, EngineResult, HistoryEntry,
+    MemberRecord, Published,
+};
+use crate::protocol::{self, SharedJson};
+use actix::Recipient;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Handles an event envelope from Redis (`durable`: from the stream, publish it
+/// cluster-wide; else deliver to this node's members). Answers whether it is done.
+pub type EventSink = Arc<dyn Fn(Bytes, bool) -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// KEYS: topic, history list, recovery stream. ARGV: envelope, history cap,
+/// history TTL (ms), history entry. Every broadcast is also kept briefly in the
+/// channel's recovery stream, and published with its stream id, so a node that
+/// re-subscribes after losing Redis can fetch what it missed.
+const PUBLISH_LUA: &str = r#"
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'e', ARGV[1])
+redis.call('PEXPIRE', KEYS[3], 120000)
+local cap = tonumber(ARGV[2])
+if cap > 0 then
+  redis.call('RPUSH', KEYS[2], ARGV[4])
+  redis.call('LTRIM', KEYS[2], -cap, -1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return redis.call('PUBLISH', KEYS[1], id .. '\n' .. ARGV[1])
+"#;
+
+const ADMIT_USER_LUA: &str = r#"
+local sum = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do sum = sum + tonumber(v) end
+if sum >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('SADD', KEYS[2], ARGV[3])
+return 1
+"#;
+
+struct Inner {
+    client: redis::Client,
+    prefix: String,
+    node_id: String,
+    presence_ttl: Duration,
+    history_ttl_ms: u64,
+    commands: ConnectionManager,
+    /// Topic -> channel actors on this node (two briefly, while one stops and
+    /// another starts) and what was delivered.
+    routes: Mutex<HashMap<String, Route>>,
+    sub_tx: mpsc::UnboundedSender<SubCommand>,
+    /// This node's own records, written again after Redis comes back.
+    own_members: Mutex<HashMap<(String, String), (String, String)>>,
+    own_users: Mutex<HashMap<(String, String), usize>>,
+    connected: AtomicBool,
+    pending: Mutex<std::collections::VecDeque<Pending>>,
+    sequence: std::sync::atomic::AtomicU64,
+    events: Mutex<Option<EventSink>>,
+    publish_script: Script,
+    admit_script: Script,
+}
+
+#[derive(Clone)]
+pub struct RedisEngine {
+    inner: Arc<Inner>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(e.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Escape Redis glob characters.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Inner {
+    fn topic(&self, key: &ChannelKey) -> String {
+        format!("{}{}:ch:{}", self.prefix, key.app, key.channel)
+    }
+    fn history_key(&self, key: &ChannelKey) -> String {
+        format!("{}{}:h:{}", self.prefix, key.app, key.channel)
+    }
+    fn members_key(&self, key: &ChannelKey) -> String {
+        format!("{}{}:m:{}", self.prefix, key.app, key.channel)
+    }
+    fn user_key(&self, app: &str, user: &str) -> String {
+        format!("{}{}:u:{}", self.prefix, app, user)
+    }
+    fn nodes_key(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+    fn node_key(&self, node: &str) -> String {
+        format!("{}node:{}", self.prefix, node)
+    }
+    fn events_topic(&self) -> String {
+        format!("{}publish", self.prefix)
+    }
+    fn recovery_stream(&self, key: &ChannelKey) -> String {
+        format!("{}{}:s:{}", self.prefix, key.app, key.channel)
+    }
+    fn events_stream(&self) -> String {
+        format!("{}publish-stream", self.prefix)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.commands.clone()
+    }
+
+    fn next_mid(&self) -> String {
+        let n = self
+            .sequence
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}:{n}", self.node_id)
+    }
+}
+
+impl RedisEngine {
+    /// Create the engine and start its background tasks (call inside an actix system).
+    /// Never fails on an unreachable Redis: the node starts and is not ready until it connects.
+    pub fn start(config: &crate::config::ClusterConfig) -> Result<RedisEngine, EngineError> {
+        let client = redis::Client::open(config.redis_url.as_str()).map_err(unavailable)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+            .map_err(unavailable)?;
+        let (sub_tx, sub_rx) = mpsc::unbounded_channel();
+        let node_id = crate::auth::new_socket_id();
+        let inner = Arc::new(Inner {
+            client,
+            prefix: config.prefix.clone(),
+            node_id,
+            presence_ttl: Duration::from_secs(config.presence_ttl_s.max(1)),
+            history_ttl_ms: config.history_ttl_s.max(1) * 1000,
+            commands,
+            routes: Mutex::new(HashMap::new()),
+            sub_tx,
+            own_members: Mutex::new(HashMap::new()),
+            own_users: Mutex::new(HashMap::new()),
+            connected: AtomicBool::new(false),
+            pending: Mutex::new(std::collections::VecDeque::new()),
+            sequence: std::sync::atomic::AtomicU64::new(0),
+            events: Mutex::new(None),
+            publish_script: Script::new(PUBLISH_LUA),
+            admit_script: Script::new(ADMIT_USER_LUA),
+        });
+        tracing::info!(node = %inner.node_id, "cluster engine: Redis");
+        actix_rt::spawn(bridge::run(inner.clone(), sub_rx));
+        actix_rt::spawn(heartbeats(inner.clone()));
+        actix_rt::spawn(durable_events(inner.clone()));
+        Ok(RedisEngine { inner })
+    }
+
+    /// Where events published by backends through Redis go.
+    pub fn set_event_sink(&self, sink: EventSink) {
+        *self.inner.events.lock() = Some(sink);
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+}
+
+impl Engine for RedisEngine {
+    fn clustered(&self) -> bool {
+        true
+    }
+
+    fn publish(&self, key: &ChannelKey, msg: Broadcast) -> EngineResult<Published> {
+        let inner = self.inner.clone();
+        let topic = inner.topic(key);
+        let history = inner.history_key(key);
+        let stream = inner.recovery_stream(key);
+        let key = key.clone();
+        Box::pin(async move {
+            if !inner.connected.load(Ordering::Acquire) {
+                return Err(EngineError::Unavailable("Redis unreachable".into()));
+            }
+            let mut entry = Vec::with_capacity(msg.json.len() + 1);
+            entry.push(if msg.audience.authenticated_only() {
+                b'1'
+            } else {
+                b'0'
+            });
+            entry.extend_from_slice(&msg.json);
+            let mid = inner.next_mid();
+            let envelope = encode_envelope(&mid, &msg);
+            // Tracked only where this node will see it come back (a local subscription).
+            let tracked = inner.routes.lock().contains_key(&topic);
+            if tracked {
+                let mut pending = inner.pending.lock();
+                if pending.len() >= MAX_PENDING {
+                    pending.pop_front();
+                }
+                pending.push_back(Pending {
+                    mid: mid.clone(),
+                    key: key.clone(),
+                    envelope: envelope.clone(),
+                    history_cap: msg.history_cap,
+                    entry: entry.clone(),
+                    at: std::time::Instant::now(),
+                });
+            }
+            let mut conn = inner.conn();
+            let started = std::time::Instant::now();
+            let sent: Result<i64, _> = inner
+                .publish_script
+                .key(topic)
+                .key(history)
+                .key(stream)
+                .arg(&envelope)
+                .arg(msg.history_cap)
+                .arg(inner.history_ttl_ms)
+                .arg(entry)
+                .invoke_async(&mut conn)
+                .await;
+            if let Err(e) = sent {
+                // Refused (the sender is told): it must not be republished later.
+                if tracked {
+                    inner.pending.lock().retain(|p| p.mid != mid);
+                }
+                return Err(unavailable(e));
+            }
+            crate::metrics::redis_roundtrip(started.elapsed());
+            Ok(Published::Remote)
+        })
+    }
+
+    fn history(&self, key: &ChannelKey) -> EngineResult<Vec<HistoryEntry>> {
+        let inner = self.inner.clone();
+        let list = inner.history_key(key);
+        Box::pin(async move {
+            let mut conn = inner.conn();
+            let raw: Vec<Vec<u8>> = conn.lrange(list, 0, -1).await.map_err(unavailable)?;
+            Ok(raw
+                .into_iter()
+                .filter(|e| !e.is_empty())
+                .map(|e| HistoryEntry {
+                    authenticated_only: e[0] == b'1',
+                    json: Bytes::copy_from_slice(&e[1..]),
+                })
+                .collect())
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.inner.connected.load(Ordering::Acquire)
+    }
+
+    fn subscribe(&self, key: &ChannelKey, sink: Recipient<Deliver>) -> EngineResult<()> {
+        let topic = self.inner.topic(key);
+        let first = {
+            let mut routes = self.inner.routes.lock();
+            let route = routes.entry(topic.clone()).or_insert_with(|| Route {
+                recipients: Vec::new(),
+                last_id: None,
+                since_ms: now_ms(),
+                recovering: None,
+                recent: std::collections::VecDeque::new(),
+            });
+            route.recipients.push(sink);
+            route.recipients.len() == 1
+        };
+        if !first {
+            return super::done(());
+        }
+        // Queued in call order, so a later unsubscribe can't overtake it.
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let _ = self.inner.sub_tx.send(SubCommand::Subscribe(topic, ack_tx));
+        Box::pin(async move {
+            ack_rx
+                .await
+                .unwrap_or_else(|_| Err(EngineError::Unavailable("bridge stopped".into())))
+        })
+    }
+
+    fn unsubscribe(&self, key: &ChannelKey, sink: Recipient<Deliver>) {
+        let topic = self.inner.topic(key);
+        let mut routes = self.inner.routes.lock();
+        if let Some(route) = routes.get_mut(&topic) {
+            route.recipients.retain(|r| r != &sink);
+            if route.recipients.is_empty() {
+                routes.remove(&topic);
+                let _ = self.inner.sub_tx.send(SubCommand::Unsubscribe(topic));
+            }
+        }
+    }
+
+    fn member_joined(&self, key: &ChannelKey, member: MemberRecord) -> EngineResult<()> {
+        let inner = self.inner.clone();
+        let hash = inner.members_key(key);
+        let record = format!(
+            "{}\n{}{}\n{}",
+            inner.node_id,
+            member.presence as u8,
+            member.authenticated as u8,
+            member.client.get()
+        );
+        let entry = format!("{}\n{}\n{}", key.app, key.channel, member.socket_id);
+        Box::pin(async move {
+            let mut conn = inner.conn();
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .hset(&hash, member.socket_id.as_ref(), &record)
+                .ignore()
+                .sadd(inner.node_key(&inner.node_id), &entry)
+                .ignore();
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            inner
+                .own_members
+                .lock()
+                .insert((hash, member.socket_id.to_string()), (record, entry));
+            Ok(())
+        })
+    }
+
+    fn member_left(&self, key: &ChannelKey, socket_id: Arc<str>) -> EngineResult<()> {
+        let inner = self.inner.clone();
+        let hash = inner.members_key(key);
+        let entry = format!("{}\n{}\n{}", key.app, key.channel, socket_id);
+        inner
+            .own_members
+            .lock()
+            .remove(&(hash.clone(), socket_id.to_string()));
+        Box::pin(async move {
+            let mut conn = inner.conn();
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .hdel(&hash, socket_id.as_ref())
+                .ignore()
+                .srem(inner.node_key(&inner.node_id), &entry)
+                .ignore();
+            pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+        })
+    }
+
+    fn presence(&self, key: &ChannelKey) -> EngineResult<Vec<SharedJson>> {
+        let inner = self.inner.clone();
+        let hash = inner.members_key(key);
+        Box::pin(async move {
+            let mut conn = inner.conn();
+            let all: HashMap<String, String> = conn.hgetall(hash).await.map_err(unavailable)?;
+            Ok(all
+                .values()
+                .filter_map(|r| parse_record(r))
+                .filter(|r| r.presence)
+                .map(|r| r.client)
+                .collect())
+        })
+    }
+
+    fn find_member(&self, key: &ChannelKey, socket_id: Arc<str>) -> EngineResult<Option<bool>> {
+        let inner = self.inner.clone();
+        let hash = inner.members_key(key);
+        Box::pin(async move {
+            let mut conn = inner.conn();
+            let record: Option<String> = conn
+                .hget(hash, socket_id.as_ref())
+                .await
+                .map_err(unavailable)?;
+            Ok(record
+                .as_deref()
+                .and_then(parse_record)
+                .map(|r| r.authenticated))
+        })
+    }
+
+    fn live_channels(&self, app: &str, prefix: &str) -> EngineResult<Option<Vec<String>>> {
+        let inner = self.inner.clone();
+        let topic_prefix = format!("{}{}:ch:", inner.prefix, app);
+        let pattern = format!("{}{}*", glob_escape(&topic_prefix), glob_escape(prefix));
+        let min_len = prefix.len();
+        Box::pin(async move {
+            let mut conn = inner.conn();
+            let topics: Vec<String> = redis::cmd("PUBSUB")
+                .arg("CHANNELS")
+                .arg(pattern)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            Ok(Some(
+                topics
+                    .into_iter()
+                    .filter_map(|t| t.strip_prefix(&topic_prefix).map(str::to_string))
+                    .filter(|name| name.len() > min_len)
+                    .collect(),
+            ))
+        })
+    }
+
+    fn admit_user(&self, app: &str, user: &str, limit: usize) -> EngineResult<Option<bool>> {
+        let inner = self.inner.clone();
+        let key = inner.user_key(app, user);
+        let node_key = inner.node_key(&inner.node_id);
+        let entry = format!("u\n{app}\n{user}");
+        let (app, user) = (app.to_string(), user.to_string());
+        Box::pin(async move {
+            let mut conn = inner.conn();
+            let admitted: i64 = inner
+                .admit_script
+                .key(key)
+                .key(node_key)
+                .arg(&inner.node_id)
+                .arg(limit)
+                .arg(entry)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if admitted == 1 {
+                *inner.own_users.lock().entry((app, user)).or_insert(0) += 1;
+            }
+            Ok(Some(admitted == 1))
+        })
+    }
+
+    fn release_user(&self, app: &str, user: &str) {
+        let inner = self.inner.clone();
+        let key = inner.user_key(app, user);
+        {
+            let mut own = inner.own_users.lock();
+            let k = (app.to_string(), user.to_string());
+            if let Some(n) = own.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    own.remove(&k);
+                }
+            }
+        }
+        actix_rt::spawn(async move {
+            let mut conn = inner.conn();
+            let left: redis::RedisResult<i64> = conn.hincr(&key, &inner.node_id, -1).await;
+            if let Ok(n) = left {
+                if n <= 0 {
+                    let _: redis::RedisResult<()> = conn.hdel(&key, &inner.node_id).await;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}

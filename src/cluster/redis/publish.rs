@@ -1,0 +1,159 @@
+//! What a broadcast looks like on the wire between nodes (an id-and-audience header
+//! line, then the frame JSON), and the broadcasts Redis accepted but this node has
+//! not yet seen come back, published again after a reconnect.
+
+use super::*;
+
+impl Inner {
+    /// Our own broadcast came back: it is no longer at risk.
+    pub(super) fn confirmed(&self, envelope: &[u8]) {
+        let Some(split) = envelope.iter().position(|&c| c == b'\n') else {
+            return;
+        };
+        let Ok(header) = serde_json::from_slice::<Header>(&envelope[..split]) else {
+            return;
+        };
+        if !header.m.starts_with(self.node_id.as_str()) {
+            return;
+        }
+        let mut pending = self.pending.lock();
+        if let Some(i) = pending.iter().position(|p| p.mid == header.m) {
+            pending.remove(i);
+        }
+    }
+
+    /// After a reconnect: publish again what Redis accepted but never sent back.
+    pub(super) async fn republish_pending(&self) -> redis::RedisResult<usize> {
+        let mut conn = self.conn();
+        let waiting: Vec<_> = {
+            let pending = self.pending.lock();
+            pending
+                .iter()
+                .map(|p| {
+                    (
+                        p.key.clone(),
+                        p.envelope.clone(),
+                        p.history_cap,
+                        p.entry.clone(),
+                    )
+                })
+                .collect()
+        };
+        for (key, envelope, cap, entry) in &waiting {
+            let _: i64 = self
+                .publish_script
+                .key(self.topic(key))
+                .key(self.history_key(key))
+                .key(self.recovery_stream(key))
+                .arg(envelope)
+                .arg(*cap)
+                .arg(self.history_ttl_ms)
+                .arg(entry)
+                .invoke_async(&mut conn)
+                .await?;
+        }
+        if !waiting.is_empty() {
+            tracing::info!(
+                republished = waiting.len(),
+                "republished broadcasts Redis lost"
+            );
+        }
+        Ok(waiting.len())
+    }
+
+    /// Broadcasts pending for long while connected were lost for good; forget them.
+    pub(super) fn prune_pending(&self) {
+        let mut pending = self.pending.lock();
+        let before = pending.len();
+        pending.retain(|p| p.at.elapsed() < Duration::from_secs(60));
+        if pending.len() < before {
+            tracing::warn!(
+                lost = before - pending.len(),
+                "broadcasts never came back from Redis"
+            );
+        }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    /// The broadcast's id: `<node>:<sequence>`, unique in the cluster.
+    m: String,
+    a: Audience,
+}
+
+/// Header (one JSON line: id and audience) + frame JSON; frames never contain a raw newline.
+pub(super) fn encode_envelope(mid: &str, b: &Broadcast) -> Vec<u8> {
+    let header = Header {
+        m: mid.to_string(),
+        a: b.audience.clone(),
+    };
+    let mut out = serde_json::to_vec(&header).expect("headers serialise");
+    out.push(b'\n');
+    out.extend_from_slice(&b.json);
+    out
+}
+
+pub(super) fn decode_envelope(payload: &[u8]) -> Option<(String, Broadcast)> {
+    let split = payload.iter().position(|&c| c == b'\n')?;
+    let header: Header = serde_json::from_slice(&payload[..split]).ok()?;
+    Some((
+        header.m,
+        Broadcast {
+            json: Bytes::copy_from_slice(&payload[split + 1..]),
+            audience: header.a,
+            history_cap: 0,
+            origin: None,
+        },
+    ))
+}
+
+/// A broadcast Redis accepted but this node has not yet seen come back: if Redis
+/// dies in between, it is published again after the reconnect (receivers skip
+/// repeats by id), so nothing accepted is lost.
+pub(super) struct Pending {
+    pub(super) mid: String,
+    pub(super) key: ChannelKey,
+    pub(super) envelope: Vec<u8>,
+    pub(super) history_cap: usize,
+    pub(super) entry: Vec<u8>,
+    pub(super) at: std::time::Instant,
+}
+
+pub(super) const MAX_PENDING: usize = 100_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip() {
+        for audience in [
+            Audience::everyone(),
+            Audience::Members {
+                authenticated_only: true,
+            },
+            Audience::Socket {
+                id: Arc::from("s1"),
+            },
+            Audience::Presence {
+                except: Arc::from("s2"),
+            },
+            Audience::User {
+                row_id: "42".into(),
+                dbo_id: Some(7),
+            },
+        ] {
+            let b = Broadcast {
+                json: Bytes::from_static(br#"{"action":"message","payload":"a\nb"}"#),
+                audience: audience.clone(),
+                history_cap: 5,
+                origin: None,
+            };
+            let (mid, back) = decode_envelope(&encode_envelope("n:1", &b)).unwrap();
+            assert_eq!(mid, "n:1");
+            assert_eq!(back.audience, audience);
+            assert_eq!(back.json, b.json);
+        }
+    }
+}
