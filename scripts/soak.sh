@@ -120,10 +120,12 @@ if [ "$CLUSTER" = 1 ]; then
   REDIS_URL="redis://127.0.0.1:$RPORT"
 fi
 
-write_config() { # $1 = port
+write_config() {
   cat <<EOF
 [server]
-listen = "127.0.0.1:$1"
+# Port 0: the node's "listening" log line says which port it got (no race with
+# another process for a port picked in advance).
+listen = "127.0.0.1:0"
 drain_s = 2
 admin_token = "$ADMIN_TOKEN"
 
@@ -164,20 +166,26 @@ NODES=1
 PORTS=()
 BROKERS=()
 for n in $(seq 1 "$NODES"); do
-  port="$(free_port)"
-  write_config "$port" >"$WORK/node$n.toml"
-  env $(env | awk -F= '/^SWITCHBOARD__/{print "-u " $1}') RUST_LOG=warn \
-    "$BIN" serve --config "$WORK/node$n.toml" >"$WORK/node$n.log" 2>&1 &
+  write_config >"$WORK/node$n.toml"
+  # RUST_LOG: warnings, plus the one info line that names the bound address.
+  env $(env | awk -F= '/^SWITCHBOARD__/{print "-u " $1}') RUST_LOG=warn,switchboard=info \
+    "$BIN" --log-format json serve --config "$WORK/node$n.toml" >"$WORK/node$n.log" 2>&1 &
   pid=$!
-  PIDS+=("$pid"); BROKERS+=("$pid"); PORTS+=("$port")
+  PIDS+=("$pid"); BROKERS+=("$pid")
   ok=0
+  port=""
   for _ in $(seq 1 100); do
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ]; then ok=1; break; fi
+    kill -0 "$pid" 2>/dev/null || break
+    if [ -z "$port" ]; then
+      port="$(sed -n 's/.*"message":"listening","addr":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$WORK/node$n.log" | head -n 1)"
+    fi
+    if [ -n "$port" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ]; then ok=1; break; fi
     sleep 0.1
   done
   if [ "$ok" != 1 ]; then
     echo "soak.sh: node $n did not become ready; its log:" >&2; cat "$WORK/node$n.log" >&2; exit 1
   fi
+  PORTS+=("$port")
 done
 
 # --- sampling ----------------------------------------------------------------
