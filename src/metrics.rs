@@ -31,7 +31,36 @@ pub fn install() -> &'static PrometheusHandle {
 }
 
 pub fn render() -> String {
+    process_gauges();
     install().render()
+}
+
+/// Read at each scrape, under the names Prometheus's own process collectors use, so
+/// existing dashboards and alerts on memory and descriptors work unchanged.
+fn process_gauges() {
+    #[cfg(target_os = "linux")]
+    {
+        // statm: size resident shared ... in pages.
+        let resident_pages = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok());
+        // SAFETY: sysconf only reads a constant of the running system.
+        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if let Some(pages) = resident_pages.filter(|_| page_size > 0) {
+            gauge!("process_resident_memory_bytes").set(pages * page_size as f64);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            gauge!("process_open_fds").set(fds.count() as f64);
+        }
+        let mut limit: libc::rlimit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            gauge!("process_max_fds").set(limit.rlim_cur as f64);
+        }
+    }
 }
 
 fn describe() {
@@ -81,6 +110,9 @@ fn describe() {
         "switchboard_reloads_total",
         "Configuration reloads, by result"
     );
+    describe_gauge!("process_resident_memory_bytes", "Resident memory (RSS)");
+    describe_gauge!("process_open_fds", "Open file descriptors (one per socket)");
+    describe_gauge!("process_max_fds", "The soft limit on open file descriptors");
 }
 
 pub fn connection_opened(app: &str) {

@@ -59,4 +59,13 @@ async fn counters_move_with_traffic() {
         after.contains("# TYPE switchboard_deliveries_total counter"),
         "{after}"
     );
+    // Process gauges, read at the scrape: this process holds the listener and the
+    // two sockets at least, and some memory.
+    let open_fds = sample(&after, "process_open_fds");
+    assert!(open_fds >= 3.0, "{after}");
+    assert!(sample(&after, "process_max_fds") >= open_fds, "{after}");
+    assert!(
+        sample(&after, "process_resident_memory_bytes") > 1_000_000.0,
+        "{after}"
+    );
 }
