@@ -1,0 +1,644 @@
+//! Table tests of token verification and claim mapping (`src/auth.rs`).
+
+use super::*;
+use crate::config::{AppConfig, JwtConfig};
+use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
+
+const RSA_PRIVATE: &str = include_str!("../../tests/keys/rsa_private.pem");
+const RSA_PUBLIC: &str = include_str!("../../tests/keys/rsa_public.pem");
+const RSA_PUBLIC_PKCS1: &str = include_str!("../../tests/keys/rsa_public_pkcs1.pem");
+const EC_PRIVATE: &str = include_str!("../../tests/keys/ec_private.pem");
+const EC_PUBLIC: &str = include_str!("../../tests/keys/ec_public.pem");
+/// A valid key on the wrong curve for ES256.
+const EC_P384_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEMPv799/h0TCxNLKJBePHYKwxZzEixuJ+
+eOd2cALR1UudD04ONvjegtyX/X3rwHMmjvygT4dx4ThCWw1Wt1lXWMb3sfL980jF
+bxwyd+dYVpBDfI1SM2Qfu9dQEuNo+sFh
+-----END PUBLIC KEY-----";
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+const OTHER_SECRET: &str = "fedcba9876543210fedcba9876543210";
+
+fn app(algorithm: &str, secret: Option<&str>, pem: Option<&str>) -> AppConfig {
+    AppConfig {
+        name: "test".into(),
+        hash: "test".into(),
+        api_key: "test-api-key".into(),
+        invalid_token: Default::default(),
+        roles_claim: "roles".into(),
+        jwt: JwtConfig {
+            algorithm: algorithm.into(),
+            secret: secret.map(Into::into),
+            public_key_pem: pem.map(Into::into),
+            ..JwtConfig::default()
+        },
+        channels: vec![],
+        allowed_origins: vec![],
+        channels_dir: None,
+        xano_export: None,
+    }
+}
+
+fn verifier(algorithm: &str) -> TokenVerifier {
+    let cfg = match algorithm {
+        "RS256" => app(algorithm, None, Some(RSA_PUBLIC)),
+        "ES256" => app(algorithm, None, Some(EC_PUBLIC)),
+        _ => app(algorithm, Some(SECRET), None),
+    };
+    TokenVerifier::from_config(&cfg).unwrap()
+}
+
+fn sign(alg: Algorithm, claims: &Value) -> String {
+    let key = match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap(),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap(),
+        _ => EncodingKey::from_secret(SECRET.as_bytes()),
+    };
+    encode(&Header::new(alg), claims, &key).unwrap()
+}
+
+fn sign_hs(alg: Algorithm, secret: &[u8], claims: &Value) -> String {
+    encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+/// A token with any header and signature, for attacks the library won't build.
+fn raw_token(header: &Value, claims: &Value, signature: &str) -> String {
+    format!(
+        "{}.{}.{}",
+        b64url_encode(header.to_string().as_bytes()),
+        b64url_encode(claims.to_string().as_bytes()),
+        signature
+    )
+}
+
+/// Replace the payload, keep header and signature.
+fn tamper(token: &str, claims: &Value) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        b64url_encode(claims.to_string().as_bytes()),
+        parts[2]
+    )
+}
+
+fn now() -> i64 {
+    get_current_timestamp() as i64
+}
+
+#[test]
+fn verify_table() {
+    let user = json!({ "sub": 42, "exp": now() + 600 });
+    let hs256 = verifier("HS256");
+    let hs384 = verifier("HS384");
+    let hs512 = verifier("HS512");
+    let rs256 = verifier("RS256");
+    let es256 = verifier("ES256");
+    let rs_pkcs1 = TokenVerifier::from_config(&app("RS256", None, Some(RSA_PUBLIC_PKCS1))).unwrap();
+    let mut uid_cfg = app("HS256", Some(SECRET), None);
+    uid_cfg.jwt.row_id_claim = "uid".into();
+    let uid = TokenVerifier::from_config(&uid_cfg).unwrap();
+
+    let ok = |row_id: Value| -> Result<Value, AuthError> { Ok(row_id) };
+    let cases: Vec<(&str, &TokenVerifier, String, Result<Value, AuthError>)> = vec![
+        (
+            "HS256 valid",
+            &hs256,
+            sign(Algorithm::HS256, &user),
+            ok(json!(42)),
+        ),
+        (
+            "HS384 valid",
+            &hs384,
+            sign(Algorithm::HS384, &user),
+            ok(json!(42)),
+        ),
+        (
+            "HS512 valid",
+            &hs512,
+            sign(Algorithm::HS512, &user),
+            ok(json!(42)),
+        ),
+        (
+            "RS256 valid",
+            &rs256,
+            sign(Algorithm::RS256, &user),
+            ok(json!(42)),
+        ),
+        (
+            "RS256 valid, PKCS#1 key",
+            &rs_pkcs1,
+            sign(Algorithm::RS256, &user),
+            ok(json!(42)),
+        ),
+        (
+            "ES256 valid",
+            &es256,
+            sign(Algorithm::ES256, &user),
+            ok(json!(42)),
+        ),
+        (
+            "no exp is accepted",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": 1 })),
+            ok(json!(1)),
+        ),
+        (
+            "string sub",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": "user-7" })),
+            ok(json!("user-7")),
+        ),
+        (
+            "expired",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": 1, "exp": now() - 60 })),
+            Err(AuthError::Expired),
+        ),
+        (
+            "expired within leeway",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": 1, "exp": now() - 2 })),
+            ok(json!(1)),
+        ),
+        (
+            "nbf in the future",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": 1, "nbf": now() + 60 })),
+            Err(AuthError::NotYetValid),
+        ),
+        (
+            "nbf within leeway",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": 1, "nbf": now() + 2 })),
+            ok(json!(1)),
+        ),
+        (
+            "exp not a number",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": 1, "exp": "tomorrow" })),
+            Err(AuthError::InvalidClaim("exp".into())),
+        ),
+        (
+            "aud is ignored",
+            &hs256,
+            sign(
+                Algorithm::HS256,
+                &json!({ "sub": 1, "aud": "authenticated" }),
+            ),
+            ok(json!(1)),
+        ),
+        (
+            "HS wrong key",
+            &hs256,
+            sign_hs(Algorithm::HS256, OTHER_SECRET.as_bytes(), &user),
+            Err(AuthError::InvalidSignature),
+        ),
+        (
+            "RS tampered payload",
+            &rs256,
+            tamper(&sign(Algorithm::RS256, &user), &json!({ "sub": 1 })),
+            Err(AuthError::InvalidSignature),
+        ),
+        (
+            "ES tampered payload",
+            &es256,
+            tamper(&sign(Algorithm::ES256, &user), &json!({ "sub": 1 })),
+            Err(AuthError::InvalidSignature),
+        ),
+        (
+            "HS tampered payload",
+            &hs256,
+            tamper(&sign(Algorithm::HS256, &user), &json!({ "sub": 1 })),
+            Err(AuthError::InvalidSignature),
+        ),
+        (
+            "alg none, no signature",
+            &hs256,
+            raw_token(&json!({ "alg": "none", "typ": "JWT" }), &user, ""),
+            Err(AuthError::AlgorithmNotAllowed),
+        ),
+        (
+            "alg nOnE with a signature, RS app",
+            &rs256,
+            raw_token(&json!({ "alg": "nOnE" }), &user, "AAAA"),
+            Err(AuthError::AlgorithmNotAllowed),
+        ),
+        (
+            "key confusion: HS256 signed with the RSA public PEM",
+            &rs256,
+            sign_hs(Algorithm::HS256, RSA_PUBLIC.as_bytes(), &user),
+            Err(AuthError::AlgorithmNotAllowed),
+        ),
+        (
+            "key confusion: HS256 signed with the EC public PEM",
+            &es256,
+            sign_hs(Algorithm::HS256, EC_PUBLIC.as_bytes(), &user),
+            Err(AuthError::AlgorithmNotAllowed),
+        ),
+        (
+            "RS token against an HS app",
+            &hs256,
+            sign(Algorithm::RS256, &user),
+            Err(AuthError::AlgorithmNotAllowed),
+        ),
+        (
+            "ES token against an RS app",
+            &rs256,
+            sign(Algorithm::ES256, &user),
+            Err(AuthError::AlgorithmNotAllowed),
+        ),
+        (
+            "HS384 token against an HS256 app",
+            &hs256,
+            sign(Algorithm::HS384, &user),
+            Err(AuthError::AlgorithmNotAllowed),
+        ),
+        (
+            "header without alg",
+            &hs256,
+            raw_token(&json!({ "typ": "JWT" }), &user, "AAAA"),
+            Err(AuthError::Malformed),
+        ),
+        (
+            "garbage",
+            &hs256,
+            "not a token".into(),
+            Err(AuthError::Malformed),
+        ),
+        (
+            "garbage in three parts",
+            &hs256,
+            "a.b.c".into(),
+            Err(AuthError::Malformed),
+        ),
+        (
+            "four parts",
+            &hs256,
+            format!("{}.x", sign(Algorithm::HS256, &user)),
+            Err(AuthError::Malformed),
+        ),
+        (
+            "empty string",
+            &hs256,
+            String::new(),
+            Err(AuthError::Malformed),
+        ),
+        (
+            "9 KiB token",
+            &hs256,
+            sign(
+                Algorithm::HS256,
+                &json!({ "sub": 1, "pad": "x".repeat(9 * 1024) }),
+            ),
+            Err(AuthError::TooLarge),
+        ),
+        (
+            "8 KiB + 1 garbage",
+            &hs256,
+            "a".repeat(MAX_TOKEN_BYTES + 1),
+            Err(AuthError::TooLarge),
+        ),
+        (
+            "8 KiB garbage is parsed",
+            &hs256,
+            "a".repeat(MAX_TOKEN_BYTES),
+            Err(AuthError::Malformed),
+        ),
+        (
+            "claims not an object",
+            &hs256,
+            sign(Algorithm::HS256, &json!([1, 2])),
+            Err(AuthError::Malformed),
+        ),
+        (
+            "missing sub",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "exp": now() + 600 })),
+            Err(AuthError::MissingClaim("sub".into())),
+        ),
+        (
+            "null sub",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": null })),
+            Err(AuthError::MissingClaim("sub".into())),
+        ),
+        (
+            "float sub",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": 4.5 })),
+            Err(AuthError::InvalidClaim("sub".into())),
+        ),
+        (
+            "bool sub",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": true })),
+            Err(AuthError::InvalidClaim("sub".into())),
+        ),
+        (
+            // The library's own claim check trips over a structured `sub`.
+            "object sub",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": { "id": 1 } })),
+            Err(AuthError::Malformed),
+        ),
+        (
+            "object row_id in another claim",
+            &uid,
+            sign(Algorithm::HS256, &json!({ "uid": { "id": 1 } })),
+            Err(AuthError::InvalidClaim("uid".into())),
+        ),
+        (
+            "empty string sub",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": "" })),
+            Err(AuthError::InvalidClaim("sub".into())),
+        ),
+        (
+            "non-numeric dbo_id",
+            &hs256,
+            sign(Algorithm::HS256, &json!({ "sub": 1, "dbo_id": "users" })),
+            Err(AuthError::InvalidClaim("dbo_id".into())),
+        ),
+    ];
+
+    let mut failures = Vec::new();
+    for (name, verifier, token, expected) in cases {
+        let got = verifier
+            .verify(&token, "sock".into())
+            .map(|id| id.row_id.clone());
+        if got != expected {
+            failures.push(format!("{name}: expected {expected:?}, got {got:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn claims_are_mapped() {
+    let v = verifier("HS256");
+    let token = sign(
+        Algorithm::HS256,
+        &json!({
+            "sub": "99",
+            "dbo_id": 7,
+            "extras": { "name": "Ada", "plan": "pro" },
+            "roles": ["admin", 3, "staff"],
+        }),
+    );
+    let id = v.verify(&token, "s1".into()).unwrap();
+    assert_eq!(
+        id,
+        Identity {
+            socket_id: "s1".into(),
+            authenticated: true,
+            dbo_id: 7,
+            row_id: json!("99"),
+            extras: json!({ "name": "Ada", "plan": "pro" }),
+            roles: vec!["admin".into(), "staff".into()],
+        }
+    );
+    assert_eq!(id.row_id_key(), "99");
+}
+
+#[test]
+fn claim_mapping_table() {
+    // (claims, dbo_id, extras, roles)
+    let cases: Vec<(Value, i64, Value, Vec<&str>)> = vec![
+        (json!({ "sub": 1 }), 0, json!({}), vec![]),
+        (json!({ "sub": 1, "dbo_id": "12" }), 12, json!({}), vec![]),
+        (json!({ "sub": 1, "dbo_id": null }), 0, json!({}), vec![]),
+        (json!({ "sub": 1, "extras": "nope" }), 0, json!({}), vec![]),
+        (json!({ "sub": 1, "extras": [1] }), 0, json!({}), vec![]),
+        (
+            json!({ "sub": 1, "roles": "admin" }),
+            0,
+            json!({}),
+            vec!["admin"],
+        ),
+        (
+            json!({ "sub": 1, "roles": { "a": 1 } }),
+            0,
+            json!({}),
+            vec![],
+        ),
+    ];
+    let v = verifier("HS256");
+    for (claims, dbo_id, extras, roles) in cases {
+        let id = v
+            .verify(&sign(Algorithm::HS256, &claims), "s".into())
+            .unwrap();
+        assert_eq!(id.dbo_id, dbo_id, "{claims}");
+        assert_eq!(id.extras, extras, "{claims}");
+        assert_eq!(id.roles, roles, "{claims}");
+    }
+}
+
+#[test]
+fn configured_claim_names_and_default_dbo_id() {
+    let mut cfg = app("HS256", Some(SECRET), None);
+    cfg.roles_claim = "https://example.com/roles".into();
+    cfg.jwt.row_id_claim = "user_id".into();
+    cfg.jwt.dbo_id_claim = "table".into();
+    cfg.jwt.extras_claim = "profile".into();
+    cfg.jwt.default_dbo_id = 5;
+    let v = TokenVerifier::from_config(&cfg).unwrap();
+
+    let token = sign(
+        Algorithm::HS256,
+        &json!({
+            "sub": "ignored",
+            "user_id": 8,
+            "profile": { "a": 1 },
+            "extras": { "b": 2 },
+            "https://example.com/roles": ["editor"],
+        }),
+    );
+    let id = v.verify(&token, "s".into()).unwrap();
+    assert_eq!(id.row_id, json!(8));
+    assert_eq!(id.dbo_id, 5, "falls back to default_dbo_id");
+    assert_eq!(id.extras, json!({ "a": 1 }));
+    assert_eq!(id.roles, vec!["editor".to_string()]);
+
+    let token = sign(Algorithm::HS256, &json!({ "sub": 1, "table": 9 }));
+    assert_eq!(
+        v.verify(&token, "s".into()),
+        Err(AuthError::MissingClaim("user_id".into()))
+    );
+    assert_eq!(
+        AuthError::MissingClaim("user_id".into()).to_string(),
+        "missing claim user_id"
+    );
+}
+
+#[test]
+fn anonymous_identity_and_client_json() {
+    let anon = Identity::anonymous("abc".into());
+    assert!(!anon.authenticated);
+    assert_eq!(anon.row_id_key(), "0");
+    assert!(anon.roles.is_empty());
+    assert_eq!(
+        anon.client_json(),
+        json!({ "socketId": "abc", "extras": {}, "permissions": { "dbo_id": 0, "row_id": 0 } })
+    );
+
+    let v = verifier("HS256");
+    let token = sign(
+        Algorithm::HS256,
+        &json!({ "sub": 42, "dbo_id": 3, "extras": { "n": "x" }, "roles": ["r"] }),
+    );
+    let json = v.verify(&token, "xyz".into()).unwrap().client_json();
+    assert_eq!(
+        json,
+        json!({ "socketId": "xyz", "extras": { "n": "x" }, "permissions": { "dbo_id": 3, "row_id": 42 } })
+    );
+    // Exactly these keys: roles and the authenticated flag stay server-side.
+    let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(json["permissions"].as_object().unwrap().len(), 2);
+}
+
+#[test]
+fn row_id_key_unifies_numbers_and_strings() {
+    let mut id = Identity::anonymous("s".into());
+    for (row_id, key) in [
+        (json!(42), "42"),
+        (json!("42"), "42"),
+        (json!(-1), "-1"),
+        (json!(u64::MAX), "18446744073709551615"),
+        (json!("a:b"), "a:b"),
+    ] {
+        id.row_id = row_id;
+        assert_eq!(id.row_id_key(), key);
+    }
+}
+
+#[test]
+fn config_errors() {
+    let short = "x".repeat(MIN_HS_SECRET_BYTES - 1);
+    let cases: Vec<(AppConfig, &str)> = vec![
+        (
+            app("PS256", Some(SECRET), None),
+            "unsupported algorithm PS256",
+        ),
+        (
+            app("none", Some(SECRET), None),
+            "unsupported algorithm none",
+        ),
+        (
+            app("HS256", None, None),
+            "HS256 needs jwt.secret (at least 32 bytes)",
+        ),
+        (
+            app("HS512", Some(&short), None),
+            "HS512 needs jwt.secret (at least 32 bytes)",
+        ),
+        (
+            app("RS256", Some(SECRET), None),
+            "RS256 needs jwt.public_key_pem",
+        ),
+        (
+            app("ES256", None, Some("  ")),
+            "ES256 needs jwt.public_key_pem",
+        ),
+        (
+            app("RS256", None, Some("garbage")),
+            "invalid public_key_pem: expected an RSA",
+        ),
+        (
+            app("RS256", None, Some(EC_PUBLIC)),
+            "invalid public_key_pem: expected an RSA",
+        ),
+        (
+            app("ES256", None, Some(RSA_PUBLIC)),
+            "invalid public_key_pem: expected an EC",
+        ),
+        (
+            app("RS256", None, Some(RSA_PRIVATE)),
+            "invalid public_key_pem: this is a private key",
+        ),
+        (
+            app("ES256", None, Some(EC_PRIVATE)),
+            "invalid public_key_pem: this is a private key",
+        ),
+        (
+            app("ES256", None, Some(EC_P384_PUBLIC)),
+            "invalid public_key_pem: unusable for ES256",
+        ),
+    ];
+    for (cfg, expected) in cases {
+        let err = TokenVerifier::from_config(&cfg).unwrap_err().to_string();
+        assert!(err.starts_with(expected), "{}: {err}", cfg.jwt.algorithm);
+    }
+    let exact = "x".repeat(MIN_HS_SECRET_BYTES);
+    assert!(TokenVerifier::from_config(&app("hs256", Some(&exact), None)).is_ok());
+}
+
+#[test]
+fn pem_with_escaped_newlines_from_env() {
+    let escaped = EC_PUBLIC.trim().replace('\n', "\\n");
+    let v = TokenVerifier::from_config(&app("ES256", None, Some(&escaped))).unwrap();
+    let token = sign(Algorithm::ES256, &json!({ "sub": 1 }));
+    assert!(v.verify(&token, "s".into()).is_ok());
+}
+
+#[test]
+fn rsa_key_structure_is_checked() {
+    // SEQUENCE { INTEGER n (1024 bits), INTEGER 65537 }
+    let mut small = vec![0x30, 0x81, 0x89, 0x02, 0x81, 0x81, 0x00];
+    small.extend(std::iter::repeat_n(0xff, 128));
+    small.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
+    assert_eq!(
+        check_rsa_public_key(&small),
+        Err("RSA key shorter than 2048 bits")
+    );
+    assert_eq!(
+        check_rsa_public_key(&[0x30, 0x00]),
+        Err("not an RSA public key")
+    );
+    assert_eq!(check_rsa_public_key(&[]), Err("not an RSA public key"));
+}
+
+#[test]
+fn socket_ids_are_url_safe_and_distinct() {
+    let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_socket_id()).collect();
+    assert_eq!(ids.len(), 1000);
+    for id in &ids {
+        assert_eq!(id.len(), 22);
+        assert!(id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+}
+
+#[test]
+fn base64url_round_trip() {
+    for len in 0..20 {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 250) as u8).collect();
+        assert_eq!(b64url_decode(&b64url_encode(&bytes)).unwrap(), bytes);
+    }
+    assert_eq!(b64url_encode(b"{}"), "e30");
+    assert_eq!(b64url_decode("a+b/"), None);
+    assert_eq!(b64url_decode("abcde"), None);
+}
+
+#[test]
+fn verifier_is_send_sync_and_debug_hides_the_secret() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<TokenVerifier>();
+    let text = format!("{:?}", verifier("HS256"));
+    assert!(!text.contains(SECRET), "{text}");
+}
+
+#[test]
+fn embedded_default_config_builds_a_verifier() {
+    let config = crate::config::Config::from_toml(crate::config::EMBEDDED_DEFAULT).unwrap();
+    let v = TokenVerifier::from_config(&config.apps[0]).unwrap();
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({ "sub": 1 }),
+        &EncodingKey::from_secret(crate::config::DEMO_SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert!(v.verify(&token, "s".into()).unwrap().authenticated);
+}

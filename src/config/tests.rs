@@ -1,0 +1,69 @@
+//! Tests of configuration loading and environment overrides (`src/config.rs`).
+
+use super::*;
+
+#[test]
+fn embedded_default_is_valid() {
+    let c = Config::from_toml(EMBEDDED_DEFAULT).unwrap();
+    assert_eq!(c.apps[0].hash, "demo");
+    assert_eq!(c.server.listen, "0.0.0.0:8080");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let err = Config::from_toml("[limits]\nmax_conections = 3\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("limits.max_conections"), "{text}");
+}
+
+#[test]
+fn env_overrides_scalars_and_array_entries() {
+    let vars = vec![
+        (
+            "SWITCHBOARD__LIMITS__MAX_CONNECTIONS".to_string(),
+            "7".to_string(),
+        ),
+        (
+            "SWITCHBOARD__SERVER__LISTEN".to_string(),
+            "127.0.0.1:9".to_string(),
+        ),
+        (
+            "SWITCHBOARD__APPS__0__API_KEY".to_string(),
+            "from-env-key".to_string(),
+        ),
+        ("OTHER".to_string(), "x".to_string()),
+    ];
+    let c = Config::from_toml_with_env(EMBEDDED_DEFAULT, vars).unwrap();
+    assert_eq!(c.limits.max_connections, 7);
+    assert_eq!(c.server.listen, "127.0.0.1:9");
+    assert_eq!(c.apps[0].api_key, "from-env-key");
+}
+
+#[test]
+fn env_override_of_wrong_type_names_the_key() {
+    let vars = vec![(
+        "SWITCHBOARD__LIMITS__MAX_CONNECTIONS".to_string(),
+        "many".to_string(),
+    )];
+    let err = Config::from_toml_with_env(EMBEDDED_DEFAULT, vars).unwrap_err();
+    assert!(err.to_string().contains("limits.max_connections"), "{err}");
+}
+
+#[test]
+fn history_over_1000_is_refused() {
+    let text = r#"
+[[apps]]
+name = "a"
+hash = "a"
+api_key = "0123456789"
+jwt = { secret = "0123456789abcdef0123456789abcdef" }
+[[apps.channels]]
+pattern = "x"
+settings = { message_history = 1001 }
+"#;
+    let err = Config::from_toml(text).unwrap_err().to_string();
+    assert!(
+        err.contains("apps[0].channels[0].settings.message_history"),
+        "{err}"
+    );
+}
