@@ -21,6 +21,7 @@
 mod cluster_support;
 mod common;
 
+use common::process::{print_tail, spawn_listening, temp_path, wait_status};
 use common::{http_get, Client, SECRET, WAIT};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -69,19 +70,6 @@ struct Broker {
     config: PathBuf,
 }
 
-fn temp_path(tag: &str, ext: &str) -> PathBuf {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    std::env::temp_dir().join(format!(
-        "switchboard-hostile-{}-{nanos}-{}-{tag}.{ext}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
 /// App `test` with `chat/*` open to everyone (no history, no presence), under the
 /// given `[limits]` lines.
 fn config_toml(limits: &str) -> String {
@@ -118,8 +106,7 @@ impl Broker {
         std::fs::write(&config, config_toml(limits)).unwrap();
         let log = temp_path("broker", "log");
         let (child, addr) =
-            common::process::spawn_listening(cluster_support::broker_command(&config, &log), &log)
-                .await;
+            spawn_listening(cluster_support::broker_command(&config, &log), &log).await;
         let broker = Broker {
             addr,
             pid: child.id(),
@@ -127,11 +114,7 @@ impl Broker {
             log,
             config,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while healthz(addr).await != Some(200) {
-            assert!(Instant::now() < deadline, "broker not healthy within 10 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_status(addr, "/healthz", 200, Duration::from_secs(10)).await;
         broker
     }
 
@@ -183,42 +166,11 @@ impl Drop for Broker {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: String = text
-                .lines()
-                .rev()
-                .take(60)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
-            eprintln!("===== broker log (last 60 lines) =====\n{tail}\n=====");
+            print_tail("broker log", &self.log, 60);
         }
         let _ = std::fs::remove_file(&self.log);
         let _ = std::fs::remove_file(&self.config);
     }
-}
-
-async fn healthz(addr: SocketAddr) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut s = TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
-        String::from_utf8_lossy(&out)
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
-        .await
-        .ok()
-        .flatten()
 }
 
 /// Samples the broker's RSS every 50 ms until stopped; the maximum seen.
@@ -874,8 +826,12 @@ async fn maximum_size_frames_flat_out_are_each_handled() {
     let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
     let sending = Arc::new(AtomicBool::new(true));
     let sent = Arc::new(AtomicU64::new(0));
+    // Set by the sender once it has sent its last frame: until then `sent` may still
+    // grow (a frame already past the `sending` check), so the reader must not stop.
+    let sender_done = Arc::new(AtomicBool::new(false));
     let sender = {
         let (window, sending, sent) = (window.clone(), sending.clone(), sent.clone());
+        let sender_done = sender_done.clone();
         tokio::spawn(async move {
             let started = Instant::now();
             let mut i = 0;
@@ -889,18 +845,19 @@ async fn maximum_size_frames_flat_out_are_each_handled() {
                     break;
                 }
                 i += 1;
-                sent.store(i as u64, Ordering::Relaxed);
+                sent.store(i as u64, Ordering::SeqCst);
             }
+            sender_done.store(true, Ordering::SeqCst);
             (sink, i, started.elapsed())
         })
     };
     let reader = {
-        let (window, sending, sent) = (window.clone(), sending.clone(), sent.clone());
+        let (window, sent) = (window.clone(), sent.clone());
         tokio::spawn(async move {
             // Echoed indices; error texts (up to the first ':'); anything else.
             let (mut echoes, mut errors, mut other) = (Vec::new(), Vec::new(), Vec::new());
-            while sending.load(Ordering::Relaxed)
-                || ((echoes.len() + errors.len()) as u64) < sent.load(Ordering::Relaxed)
+            while !sender_done.load(Ordering::SeqCst)
+                || ((echoes.len() + errors.len()) as u64) < sent.load(Ordering::SeqCst)
             {
                 match tokio::time::timeout(WAIT, stream.next()).await {
                     Ok(Some(Ok(Message::Text(t)))) => {
