@@ -24,13 +24,14 @@ mod cluster_support;
 mod common;
 
 use cluster_support::{Node, Opts};
+use common::process::{http_status, print_tail, temp_path, wait_status};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,26 +49,6 @@ const SLACK: Duration = Duration::from_secs(1);
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn temp_path(tag: &str, ext: &str) -> PathBuf {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    std::env::temp_dir().join(format!(
-        "switchboard-faults-{}-{nanos}-{}-{tag}.{ext}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-fn print_tail(what: &str, path: &PathBuf) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
-    eprintln!("===== {what} (last 80 lines) =====\n{tail}\n=====");
 }
 
 // ---------------------------------------------------------------------------
@@ -125,11 +106,7 @@ settings = {{ anonymous_clients = true, message_history = 5 }}
             log,
             config,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while get_status(addr, "/readyz").await != Some(200) {
-            assert!(Instant::now() < deadline, "single node not ready in 10 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_status(addr, "/readyz", 200, Duration::from_secs(10)).await;
         node
     }
 
@@ -165,31 +142,11 @@ impl Drop for Single {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            print_tail("single node log", &self.log);
+            print_tail("single node log", &self.log, 80);
         }
         let _ = std::fs::remove_file(&self.log);
         let _ = std::fs::remove_file(&self.config);
     }
-}
-
-/// The status of `GET path`, or None when nothing answers within 2 s.
-async fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let attempt = async {
-        let mut s = TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
-        String::from_utf8_lossy(&out)
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
-        .await
-        .ok()
-        .flatten()
 }
 
 /// POST a publish request; the status, or None when the node did not answer.
@@ -855,7 +812,7 @@ impl Drop for DebugRedis {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            print_tail("redis log", &self.log);
+            print_tail("redis log", &self.log, 80);
         }
         let _ = std::fs::remove_file(&self.log);
     }
@@ -932,7 +889,7 @@ async fn slow_redis_loses_nothing_and_recovers() {
     let mut probes = Vec::new();
     for (name, node) in [("A", &a), ("B", &b)] {
         let t = Instant::now();
-        let health = get_status(node.addr, "/healthz").await;
+        let health = http_status(node.addr, "/healthz").await;
         probes.push((format!("{name} /healthz"), health, t.elapsed()));
         let t = Instant::now();
         let tcp = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(node.addr))

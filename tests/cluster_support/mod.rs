@@ -31,26 +31,11 @@ pub fn free_port() -> u16 {
 
 /// A unique path in the temp dir.
 pub use crate::common::process::broker_command;
+use crate::common::process::{http_status, temp_path, wait_status};
 
-fn temp_path(tag: &str, ext: &str) -> PathBuf {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    std::env::temp_dir().join(format!(
-        "switchboard-cluster-{}-{nanos}-{}-{tag}.{ext}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-fn print_log(what: &str, path: &PathBuf) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"));
-    eprintln!(
-        "\n===== {what} log ({}) =====\n{text}===== end of {what} log =====\n",
-        path.display()
-    );
+/// A failing test prints the whole log of each process it started.
+fn print_log(what: &str, path: &std::path::Path) {
+    crate::common::process::print_tail(what, path, usize::MAX);
 }
 
 // ---------------------------------------------------------------------------
@@ -410,40 +395,12 @@ impl Node {
 
     /// The status of `/readyz`, or None while nothing answers.
     pub async fn readyz(&self) -> Option<u16> {
-        let attempt = async {
-            let mut s = tokio::net::TcpStream::connect(self.addr).await.ok()?;
-            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-                .await
-                .ok()?;
-            let mut out = Vec::new();
-            s.read_to_end(&mut out).await.ok()?;
-            String::from_utf8_lossy(&out)
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        };
-        tokio::time::timeout(Duration::from_secs(2), attempt)
-            .await
-            .ok()
-            .flatten()
+        http_status(self.addr, "/readyz").await
     }
 
     /// Poll `/readyz` until it answers `status`; how long that took. Fails after `within`.
     pub async fn wait_readyz(&self, status: u16, within: Duration) -> Duration {
-        let started = Instant::now();
-        loop {
-            let got = self.readyz().await;
-            if got == Some(status) {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < within,
-                "node {}: /readyz still {got:?} (want {status}) after {within:?}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_status(self.addr, "/readyz", status, within).await
     }
 
     pub fn log_text(&self) -> String {

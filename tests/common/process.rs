@@ -60,3 +60,66 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
     }
     fields.get("addr")?.as_str()?.parse().ok()
 }
+
+/// A unique path in the temp dir for a test's config or log file.
+pub fn temp_path(tag: &str, ext: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!(
+        "switchboard-test-{}-{nanos}-{}-{tag}.{ext}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Print the last `lines` lines of a log (for a failing test's output).
+pub fn print_tail(what: &str, path: &Path, lines: usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"));
+    let all: Vec<&str> = text.lines().collect();
+    let tail = all[all.len().saturating_sub(lines)..].join("\n");
+    eprintln!(
+        "===== {what} ({}, last {lines} lines) =====\n{tail}\n=====",
+        path.display()
+    );
+}
+
+/// The status of `GET path`, or None when nothing answers within 2 s.
+pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        String::from_utf8_lossy(&out)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Poll `GET path` until it answers `status`; how long that took. Fails after `within`.
+pub async fn wait_status(addr: SocketAddr, path: &str, status: u16, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = http_status(addr, path).await;
+        if got == Some(status) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{addr}: {path} still {got:?} (want {status}) after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -168,7 +168,7 @@ test("rollout drill: SIGTERM to one of two nodes moves its SDK clients to the ot
     const route = new SharedArrayBuffer(4);
     const routeTo = (i) => Atomics.store(new Int32Array(route), 0, i);
     async function startClient(label) {
-      const worker = new Worker(new URL("./helpers/lb-sdk-worker.mjs", import.meta.url), {
+      const worker = new Worker(new URL("./helpers/sdk-worker.mjs", import.meta.url), {
         workerData: { ports, route, hash: HASH, label },
       });
       const client = new SdkClient(label, worker);

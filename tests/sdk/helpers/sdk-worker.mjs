@@ -21,7 +21,13 @@ import { createRequire } from "node:module";
 const require = createRequire(import.meta.url);
 const WS = require("ws");
 
-const { port, hash, token, label } = workerData;
+// `port`: the broker. Or `ports` + `route` for a "load balancer" over several nodes:
+// `route` is a SharedArrayBuffer whose Int32 is the index of the node that takes new
+// connections, read when each socket is created, so a reconnecting SDK lands wherever
+// the test's balancer points now (as behind a Kubernetes Service). Socket events say
+// which node they belong to.
+const { port, ports = [port], route, hash, token, label } = workerData;
+const target = route ? new Int32Array(route) : null;
 
 function post(msg) {
   parentPort.postMessage({ ...msg, at: Date.now() });
@@ -37,15 +43,16 @@ function post(msg) {
 // 'close' afterwards, which the SDK relies on to reconnect.
 class RewritingWebSocket extends WS {
   constructor(url, protocols, options) {
+    const node = target ? Atomics.load(target, 0) : 0;
     const original = new URL(url);
-    super(`ws://127.0.0.1:${port}${original.pathname}${original.search}`, protocols, options);
-    post({ type: "socket", url: String(url), protocols: protocols ?? null });
+    super(`ws://127.0.0.1:${ports[node]}${original.pathname}${original.search}`, protocols, options);
+    post({ type: "socket", node, port: ports[node], url: String(url), protocols: protocols ?? null });
     this.on("message", (data, isBinary) => {
-      post({ type: "raw", binary: isBinary, data: isBinary ? `<${data.length} binary bytes>` : data.toString() });
+      post({ type: "raw", node, binary: isBinary, data: isBinary ? `<${data.length} binary bytes>` : data.toString() });
     });
-    this.on("open", () => post({ type: "open", protocol: this.protocol }));
-    this.on("close", (code, reason) => post({ type: "close", code, reason: reason.toString() }));
-    this.on("error", (err) => post({ type: "socket-error", message: String(err && err.message) }));
+    this.on("open", () => post({ type: "open", node, protocol: this.protocol }));
+    this.on("close", (code, reason) => post({ type: "close", node, code, reason: reason.toString() }));
+    this.on("error", (err) => post({ type: "socket-error", node, message: String(err && err.message) }));
   }
 }
 globalThis.WebSocket = RewritingWebSocket;
