@@ -5,8 +5,12 @@
 //! HS-for-RS key confusion and every other algorithm swap are refused.
 
 use crate::config::AppConfig;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rsa::pkcs1::der::Decode;
+use rsa::{BigUint, RsaPublicKey};
 use serde_json::{json, Map, Value};
 
 /// Tokens arrive in a header (`Sec-WebSocket-Protocol` or `Authorization`);
@@ -69,7 +73,7 @@ impl Identity {
 /// without padding (22 characters). 128 bits make reuse and guessing impractical.
 pub fn new_socket_id() -> String {
     let bytes: [u8; 16] = rand::random();
-    b64url_encode(&bytes)
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Why a token or a JWT configuration was refused. Token reasons are shown to
@@ -214,7 +218,10 @@ impl TokenVerifier {
         else {
             return Err(AuthError::Malformed);
         };
-        let bytes = b64url_decode(header).ok_or(AuthError::Malformed)?;
+        // The library's own decoding, so what it would refuse is refused here too.
+        let bytes = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| AuthError::Malformed)?;
         let header: Map<String, Value> =
             serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
         match header.get("alg") {
@@ -280,7 +287,7 @@ impl TokenVerifier {
     /// Run a dummy token through the library once, so a key it cannot use
     /// (e.g. a P-384 key for ES256) fails at start, not on every connection.
     fn probe_key(&self) -> Result<(), AuthError> {
-        let header = b64url_encode(format!(r#"{{"alg":"{}"}}"#, self.alg_name).as_bytes());
+        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{}"}}"#, self.alg_name));
         let token = format!("{header}.e30.AAAA");
         match jsonwebtoken::decode::<Map<String, Value>>(&token, &self.key, &self.validation) {
             Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => Ok(()),
@@ -320,73 +327,30 @@ fn public_key(algorithm: Algorithm, pem: &str) -> Result<DecodingKey, AuthError>
     }
 }
 
-/// Check a PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`
-/// against the limits of the `rsa` crate (at most 4096 bits), plus our own
-/// floor of 2048 bits, below which RSA is no longer considered safe.
+/// Check a PKCS#1 `RSAPublicKey` as the `rsa` crate, which verification uses,
+/// will take it: its limits (at most 4096 bits, an odd exponent from 3 to
+/// 2^33 - 1) plus our floor of 2048 bits, below which RSA is no longer safe.
 fn check_rsa_public_key(der: &[u8]) -> Result<(), &'static str> {
     const NOT_RSA: &str = "not an RSA public key";
-    let (seq, rest) = der_take(der, 0x30).ok_or(NOT_RSA)?;
-    let (n, seq) = der_take(seq, 0x02).ok_or(NOT_RSA)?;
-    let (e, seq) = der_take(seq, 0x02).ok_or(NOT_RSA)?;
-    if !rest.is_empty() || !seq.is_empty() {
-        return Err(NOT_RSA);
-    }
-    let n = der_unsigned(n).ok_or(NOT_RSA)?;
-    let e = der_unsigned(e).ok_or(NOT_RSA)?;
-    let bits = match n.first() {
-        Some(first) => (n.len() - 1) * 8 + (8 - first.leading_zeros() as usize),
-        None => 0,
-    };
-    if bits < 2048 {
+    // Structure, then values: `from_pkcs1_der` would fold every problem into
+    // one error, and the config error should say which it is.
+    let parts = rsa::pkcs1::RsaPublicKey::from_der(der).map_err(|_| NOT_RSA)?;
+    let n = BigUint::from_bytes_be(parts.modulus.as_bytes());
+    if n.bits() < 2048 {
         return Err("RSA key shorter than 2048 bits");
     }
-    if bits > 4096 {
-        return Err("RSA key longer than 4096 bits");
+    let e = BigUint::from_bytes_be(parts.public_exponent.as_bytes());
+    match RsaPublicKey::new(n, e) {
+        Ok(_) => Ok(()),
+        Err(rsa::Error::ModulusTooLarge) => Err("RSA key longer than 4096 bits"),
+        Err(
+            rsa::Error::InvalidExponent
+            | rsa::Error::PublicExponentTooSmall
+            | rsa::Error::PublicExponentTooLarge,
+        ) => Err("invalid RSA public exponent"),
+        // An even modulus (or an exponent not below it): not an RSA key at all.
+        Err(_) => Err(NOT_RSA),
     }
-    let e = if e.len() <= 8 {
-        e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
-    } else {
-        u64::MAX
-    };
-    if e < 3 || e % 2 == 0 || e > (1 << 33) - 1 {
-        return Err("invalid RSA public exponent");
-    }
-    Ok(())
-}
-
-/// Split one DER element with the given tag off the front: (contents, rest).
-fn der_take(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&t, input) = input.split_first()?;
-    if t != tag {
-        return None;
-    }
-    let (&first, mut input) = input.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || input.len() < count {
-            return None;
-        }
-        let (len_bytes, rest) = input.split_at(count);
-        input = rest;
-        len_bytes
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
-    };
-    if input.len() < len {
-        return None;
-    }
-    Some(input.split_at(len))
-}
-
-/// A DER INTEGER's magnitude without leading zeros; None when negative or empty.
-fn der_unsigned(int: &[u8]) -> Option<&[u8]> {
-    if int.first()? & 0x80 != 0 {
-        return None;
-    }
-    let start = int.iter().position(|&b| b != 0).unwrap_or(int.len());
-    Some(&int[start..])
 }
 
 fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
@@ -406,52 +370,6 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
         ErrorKind::InvalidClaimFormat(c) => AuthError::InvalidClaim(c),
         _ => AuthError::Rejected,
     }
-}
-
-const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/// base64url without padding (RFC 4648 section 5), as JWTs use.
-fn b64url_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(B64URL[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// Decode unpadded base64url; None on any other character or an impossible length.
-fn b64url_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -2,11 +2,23 @@
 
 use super::*;
 use crate::config::{AppConfig, JwtConfig};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
 use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
+use rsa::pkcs1::{pem, DecodeRsaPublicKey, EncodeRsaPublicKey, LineEnding};
+use rsa::traits::PublicKeyParts;
+use rsa::{BigUint, RsaPublicKey};
 
 const RSA_PRIVATE: &str = include_str!("../../tests/keys/rsa_private.pem");
 const RSA_PUBLIC: &str = include_str!("../../tests/keys/rsa_public.pem");
 const RSA_PUBLIC_PKCS1: &str = include_str!("../../tests/keys/rsa_public_pkcs1.pem");
+// Real keys from openssl at the edges of what is accepted.
+const RSA_1024_PUBLIC: &str = include_str!("../../tests/keys/rsa_1024_public.pem");
+const RSA_1024_PUBLIC_PKCS1: &str = include_str!("../../tests/keys/rsa_1024_public_pkcs1.pem");
+const RSA_2047_PUBLIC: &str = include_str!("../../tests/keys/rsa_2047_public.pem");
+const RSA_4096_PUBLIC: &str = include_str!("../../tests/keys/rsa_4096_public.pem");
+const RSA_4098_PUBLIC: &str = include_str!("../../tests/keys/rsa_4098_public.pem");
+const RSA_E3_PUBLIC: &str = include_str!("../../tests/keys/rsa_e3_public.pem");
 const EC_PRIVATE: &str = include_str!("../../tests/keys/ec_private.pem");
 const EC_PUBLIC: &str = include_str!("../../tests/keys/ec_public.pem");
 /// A valid key on the wrong curve for ES256.
@@ -65,8 +77,8 @@ fn sign_hs(alg: Algorithm, secret: &[u8], claims: &Value) -> String {
 fn raw_token(header: &Value, claims: &Value, signature: &str) -> String {
     format!(
         "{}.{}.{}",
-        b64url_encode(header.to_string().as_bytes()),
-        b64url_encode(claims.to_string().as_bytes()),
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
         signature
     )
 }
@@ -77,7 +89,7 @@ fn tamper(token: &str, claims: &Value) -> String {
     format!(
         "{}.{}.{}",
         parts[0],
-        b64url_encode(claims.to_string().as_bytes()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
         parts[2]
     )
 }
@@ -582,21 +594,158 @@ fn pem_with_escaped_newlines_from_env() {
     assert!(v.verify(&token, "s".into()).is_ok());
 }
 
+/// The DER inside a PEM, to cut up or relabel.
+fn der_of(text: &str) -> Vec<u8> {
+    pem::decode_vec(text.as_bytes()).unwrap().1
+}
+
+/// Any DER under any label, for structures no tool writes.
+fn pem(label: &str, der: &[u8]) -> String {
+    pem::encode_string(label, LineEnding::LF, der).unwrap()
+}
+
+/// The 2048-bit test key with another modulus or exponent, as PKCS#1 PEM.
+fn rsa_pem(n: impl FnOnce(&BigUint) -> BigUint, e: BigUint) -> String {
+    let good = RsaPublicKey::from_pkcs1_pem(RSA_PUBLIC_PKCS1).unwrap();
+    RsaPublicKey::new_unchecked(n(good.n()), e)
+        .to_pkcs1_pem(LineEnding::LF)
+        .unwrap()
+}
+
+fn exponent(e: u128) -> String {
+    rsa_pem(Clone::clone, BigUint::from(e))
+}
+
 #[test]
-fn rsa_key_structure_is_checked() {
-    // SEQUENCE { INTEGER n (1024 bits), INTEGER 65537 }
-    let mut small = vec![0x30, 0x81, 0x89, 0x02, 0x81, 0x81, 0x00];
-    small.extend(std::iter::repeat_n(0xff, 128));
-    small.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
-    assert_eq!(
-        check_rsa_public_key(&small),
-        Err("RSA key shorter than 2048 bits")
+fn rsa_key_table() {
+    const SHORT: &str = "invalid public_key_pem: RSA key shorter than 2048 bits";
+    const LONG: &str = "invalid public_key_pem: RSA key longer than 4096 bits";
+    const EXPONENT: &str = "invalid public_key_pem: invalid RSA public exponent";
+    const NOT_RSA: &str = "invalid public_key_pem: not an RSA public key";
+    const NOT_PEM: &str =
+        r#"invalid public_key_pem: expected an RSA "PUBLIC KEY" or "RSA PUBLIC KEY" PEM"#;
+
+    let spki = der_of(RSA_PUBLIC);
+    let pkcs1 = der_of(RSA_PUBLIC_PKCS1);
+    let modulus = RsaPublicKey::from_pkcs1_der(&pkcs1)
+        .unwrap()
+        .n()
+        .to_bytes_be();
+    assert!(
+        modulus[0] >= 0x80,
+        "the negative-modulus row needs the top bit set"
     );
-    assert_eq!(
-        check_rsa_public_key(&[0x30, 0x00]),
-        Err("not an RSA public key")
+    // SEQUENCE { INTEGER n without its 0x00 sign byte, so negative; INTEGER 65537 }
+    let mut negative = vec![0x30, 0x82, 0x01, 0x09, 0x02, 0x82, 0x01, 0x00];
+    negative.extend(&modulus);
+    negative.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
+    // SEQUENCE { INTEGER n }: well-formed DER, but the exponent is gone.
+    let mut modulus_only = vec![0x30, 0x82, 0x01, 0x05, 0x02, 0x82, 0x01, 0x01, 0x00];
+    modulus_only.extend(&modulus);
+
+    let body = STANDARD.encode(&spki).into_bytes();
+    let lines: Vec<&str> = body
+        .chunks(76)
+        .map(|line| std::str::from_utf8(line).unwrap())
+        .collect();
+    let wide_crlf = format!(
+        "-----BEGIN PUBLIC KEY-----\r\n{}\r\n-----END PUBLIC KEY-----\r\n",
+        lines.join("\r\n")
     );
-    assert_eq!(check_rsa_public_key(&[]), Err("not an RSA public key"));
+
+    let cases: Vec<(&str, String, Result<(), &str>)> = vec![
+        ("2048 bits, SPKI", RSA_PUBLIC.into(), Ok(())),
+        ("2048 bits, PKCS#1", RSA_PUBLIC_PKCS1.into(), Ok(())),
+        // Other tools wrap at 76 columns and Windows adds CRs; a strict RFC 7468
+        // parser (as in `rsa`'s own `from_public_key_pem`) refuses this.
+        ("76 columns, CRLF", wide_crlf, Ok(())),
+        ("4096 bits, the largest", RSA_4096_PUBLIC.into(), Ok(())),
+        ("e = 3, the smallest", RSA_E3_PUBLIC.into(), Ok(())),
+        ("e = 2^33 - 1, the largest", exponent((1 << 33) - 1), Ok(())),
+        ("1024 bits, SPKI", RSA_1024_PUBLIC.into(), Err(SHORT)),
+        (
+            "1024 bits, PKCS#1",
+            RSA_1024_PUBLIC_PKCS1.into(),
+            Err(SHORT),
+        ),
+        ("2047 bits", RSA_2047_PUBLIC.into(), Err(SHORT)),
+        ("4098 bits", RSA_4098_PUBLIC.into(), Err(LONG)),
+        ("e = 0", exponent(0), Err(EXPONENT)),
+        ("e = 1", exponent(1), Err(EXPONENT)),
+        ("e = 2", exponent(2), Err(EXPONENT)),
+        ("e = 65536, even", exponent(65536), Err(EXPONENT)),
+        ("e = 2^33 + 1", exponent((1 << 33) + 1), Err(EXPONENT)),
+        (
+            "e wider than 64 bits",
+            exponent((1 << 64) + 1),
+            Err(EXPONENT),
+        ),
+        // Verification would fail on every token, looking like bad signatures.
+        (
+            "even modulus",
+            rsa_pem(|n| n + BigUint::from(1u8), BigUint::from(65537u32)),
+            Err(NOT_RSA),
+        ),
+        ("EC key", EC_PUBLIC.into(), Err(NOT_PEM)),
+        (
+            "EC key labelled RSA",
+            pem("RSA PUBLIC KEY", &der_of(EC_PUBLIC)),
+            Err(NOT_RSA),
+        ),
+        (
+            "SPKI labelled PKCS#1",
+            pem("RSA PUBLIC KEY", &spki),
+            Err(NOT_RSA),
+        ),
+        ("garbage", "garbage".into(), Err(NOT_PEM)),
+        (
+            "garbage PEM body",
+            "-----BEGIN PUBLIC KEY-----\nnot base64!\n-----END PUBLIC KEY-----".into(),
+            Err(NOT_PEM),
+        ),
+        (
+            "unknown label",
+            pem("CERTIFICATE REQUEST", &spki),
+            Err(NOT_PEM),
+        ),
+        (
+            "truncated SPKI",
+            pem("PUBLIC KEY", &spki[..spki.len() - 10]),
+            Err(NOT_PEM),
+        ),
+        (
+            "truncated PKCS#1",
+            pem("RSA PUBLIC KEY", &pkcs1[..pkcs1.len() - 10]),
+            Err(NOT_PEM),
+        ),
+        (
+            "PKCS#1 without the exponent",
+            pem("RSA PUBLIC KEY", &modulus_only),
+            Err(NOT_RSA),
+        ),
+        (
+            "PKCS#1 with trailing bytes",
+            pem("RSA PUBLIC KEY", &[&pkcs1[..], &[0x05, 0x00]].concat()),
+            Err(NOT_RSA),
+        ),
+        (
+            "negative modulus",
+            pem("RSA PUBLIC KEY", &negative),
+            Err(NOT_RSA),
+        ),
+        ("empty body", pem("RSA PUBLIC KEY", &[]), Err(NOT_PEM)),
+    ];
+
+    let mut failures = Vec::new();
+    for (name, key, expected) in cases {
+        let got = TokenVerifier::from_config(&app("RS256", None, Some(&key)))
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        if got != expected.map_err(String::from) {
+            failures.push(format!("{name}: expected {expected:?}, got {got:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
 #[test]
@@ -612,14 +761,58 @@ fn socket_ids_are_url_safe_and_distinct() {
 }
 
 #[test]
-fn base64url_round_trip() {
-    for len in 0..20 {
-        let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 250) as u8).collect();
-        assert_eq!(b64url_decode(&b64url_encode(&bytes)).unwrap(), bytes);
+fn socket_ids_decode_to_16_bytes() {
+    let bytes = URL_SAFE_NO_PAD.decode(new_socket_id()).unwrap();
+    assert_eq!(bytes.len(), 16);
+}
+
+/// The `alg` pre-check decodes the header as the library does: base64url, no
+/// padding, no stray bits. Anything else is malformed, whatever its `alg`.
+#[test]
+fn header_encoding_table() {
+    // The kid puts `-` (`+` in standard base64) into the encoding.
+    let header = |alg: &str| json!({ "alg": alg, "kid": "~~~?>" }).to_string();
+    let url_safe = URL_SAFE_NO_PAD.encode(header("HS256"));
+    assert!(url_safe.contains('-'), "{url_safe}");
+    // The last character carries two unused bits, zero from any encoder.
+    let stray_bits = |alg: &str| {
+        let text = URL_SAFE_NO_PAD.encode(header(alg));
+        assert!(text.ends_with('0') && text.len() % 4 == 3, "{text}");
+        format!("{}1", &text[..text.len() - 1])
+    };
+    let too_long = format!("{url_safe}AA");
+    assert_eq!(
+        too_long.len() % 4,
+        1,
+        "no byte count encodes to this length"
+    );
+
+    let cases: Vec<(&str, String, AuthError)> = vec![
+        ("url-safe", url_safe, AuthError::InvalidSignature),
+        (
+            "standard alphabet",
+            STANDARD_NO_PAD.encode(header("HS256")),
+            AuthError::Malformed,
+        ),
+        (
+            "padded",
+            URL_SAFE.encode(header("HS256")),
+            AuthError::Malformed,
+        ),
+        ("stray bits", stray_bits("HS256"), AuthError::Malformed),
+        (
+            "stray bits, other alg",
+            stray_bits("HS384"),
+            AuthError::Malformed,
+        ),
+        ("impossible length", too_long, AuthError::Malformed),
+    ];
+    let v = verifier("HS256");
+    let payload = URL_SAFE_NO_PAD.encode(json!({ "sub": 1 }).to_string());
+    for (name, header, expected) in cases {
+        let token = format!("{header}.{payload}.AAAA");
+        assert_eq!(v.verify(&token, "s".into()), Err(expected), "{name}");
     }
-    assert_eq!(b64url_encode(b"{}"), "e30");
-    assert_eq!(b64url_decode("a+b/"), None);
-    assert_eq!(b64url_decode("abcde"), None);
 }
 
 #[test]
