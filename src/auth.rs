@@ -4,7 +4,7 @@
 //! `alg` header is checked against it before any cryptography runs, so `none`,
 //! HS-for-RS key confusion and every other algorithm swap are refused.
 
-use crate::config::AppConfig;
+use crate::model::AppConfig;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;

@@ -1,8 +1,12 @@
 //! Configuration: TOML file + `SWITCHBOARD__SECTION__KEY` environment overrides,
-//! validated at start with errors that name the bad key.
+//! validated at start with errors that name the bad key. The data types themselves live
+//! in [`crate::model`] and are re-exported here.
 
-use serde::Deserialize;
-use std::path::{Path, PathBuf};
+pub use crate::model::{
+    AppConfig, ChannelRule, ChannelSettings, ClusterConfig, Config, InvalidToken, JwtConfig,
+    Limits, MessagingFlags, ServerConfig,
+};
+use std::path::Path;
 use thiserror::Error;
 
 /// The configuration compiled into the binary, used when no `--config` is given
@@ -31,242 +35,6 @@ fn invalid(key: impl Into<String>, why: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         why: why.into(),
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub server: ServerConfig,
-    pub limits: Limits,
-    pub cluster: ClusterConfig,
-    pub apps: Vec<AppConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    pub listen: String,
-    /// Seconds over which sockets are closed with 1012 on SIGTERM.
-    pub drain_s: u64,
-    /// Bearer token for `/admin` and `/admin/reload`; unset = the admin endpoints are off.
-    pub admin_token: Option<String>,
-    /// PEM certificate chain and private key: serve `wss://`/`https://` directly.
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: "0.0.0.0:8080".into(),
-            drain_s: 5,
-            admin_token: None,
-            tls_cert: None,
-            tls_key: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    pub max_connections: usize,
-    /// 0 = off.
-    pub max_connections_per_user: usize,
-    pub max_channels_per_socket: usize,
-    pub max_frame_bytes: usize,
-    /// 0 = off.
-    pub messages_per_minute: u32,
-    pub send_queue_bytes: usize,
-    pub ping_interval_s: u64,
-    pub pong_timeout_s: u64,
-    /// Largest body accepted by the publish API.
-    pub max_publish_bytes: usize,
-    /// New WebSockets per second from one IP address (0 = off); beyond: HTTP 429.
-    pub connects_per_ip_per_s: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_connections: 100_000,
-            max_connections_per_user: 0,
-            max_channels_per_socket: 100,
-            max_frame_bytes: 65_536,
-            messages_per_minute: 0,
-            send_queue_bytes: 1_048_576,
-            ping_interval_s: 25,
-            pong_timeout_s: 60,
-            max_publish_bytes: 1_048_576,
-            connects_per_ip_per_s: 0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterConfig {
-    /// Empty: one node, in memory.
-    pub redis_url: String,
-    pub prefix: String,
-    pub presence_ttl_s: u64,
-    /// How long an idle channel's history is kept.
-    pub history_ttl_s: u64,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        Self {
-            redis_url: String::new(),
-            prefix: "switchboard:".into(),
-            presence_ttl_s: 10,
-            history_ttl_s: 86_400,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum InvalidToken {
-    /// The socket joins as anonymous and gets an error frame.
-    #[default]
-    Anonymous,
-    /// The socket is closed with 4401.
-    Reject,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AppConfig {
-    pub name: String,
-    /// May be left out when `xano_export` provides it; always set after loading.
-    #[serde(default)]
-    pub hash: String,
-    pub api_key: String,
-    #[serde(default)]
-    pub invalid_token: InvalidToken,
-    #[serde(default = "default_roles_claim")]
-    pub roles_claim: String,
-    #[serde(default)]
-    pub jwt: JwtConfig,
-    #[serde(default)]
-    pub channels: Vec<ChannelRule>,
-    /// Browser origins allowed to open sockets (`https://app.example.com`); empty = any.
-    /// Requests without an `Origin` header (non-browser clients) are always allowed.
-    #[serde(default)]
-    pub allowed_origins: Vec<String>,
-    /// A directory of XanoScript `realtime_channel` files (`*.xs`) whose rules join
-    /// `channels`; relative to the config file's directory (resolved after loading).
-    #[serde(default)]
-    pub channels_dir: Option<PathBuf>,
-    /// A Xano Metadata API realtime export (JSON): its channels join `channels`, its `hash`
-    /// is the app's when `hash` is not set, `enabled: false` makes every rule inactive.
-    #[serde(default)]
-    pub xano_export: Option<PathBuf>,
-}
-
-fn default_roles_claim() -> String {
-    "roles".into()
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JwtConfig {
-    /// HS256, HS384, HS512, RS256 or ES256.
-    pub algorithm: String,
-    pub secret: Option<String>,
-    pub public_key_pem: Option<String>,
-    pub row_id_claim: String,
-    pub dbo_id_claim: String,
-    pub default_dbo_id: i64,
-    pub extras_claim: String,
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        Self {
-            algorithm: "HS256".into(),
-            secret: None,
-            public_key_pem: None,
-            row_id_claim: "sub".into(),
-            dbo_id_claim: "dbo_id".into(),
-            default_dbo_id: 0,
-            extras_claim: "extras".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MessagingFlags {
-    pub active: bool,
-    pub auth: bool,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ChannelSettings {
-    pub anonymous_clients: bool,
-    pub nested_channels: bool,
-    pub message_history: usize,
-    pub auth_channel: bool,
-    pub presence: bool,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelRule {
-    pub pattern: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default = "yes")]
-    pub active: bool,
-    #[serde(default)]
-    pub trigger_url: Option<String>,
-    #[serde(default = "default_trigger_timeout_ms")]
-    pub trigger_timeout_ms: u64,
-    #[serde(default)]
-    pub history_events: bool,
-    #[serde(default)]
-    pub join_roles: Vec<String>,
-    #[serde(default)]
-    pub publish_roles: Vec<String>,
-    #[serde(default)]
-    pub owner_segment: bool,
-    #[serde(default)]
-    pub public_messaging: MessagingFlags,
-    #[serde(default)]
-    pub private_messaging: MessagingFlags,
-    #[serde(default)]
-    pub settings: ChannelSettings,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_trigger_timeout_ms() -> u64 {
-    2000
-}
-
-impl ChannelRule {
-    /// A rule with every flag at its default, for tests and tools.
-    pub fn new(pattern: &str) -> Self {
-        Self {
-            pattern: pattern.into(),
-            description: String::new(),
-            active: true,
-            trigger_url: None,
-            trigger_timeout_ms: default_trigger_timeout_ms(),
-            history_events: false,
-            join_roles: vec![],
-            publish_roles: vec![],
-            owner_segment: false,
-            public_messaging: MessagingFlags::default(),
-            private_messaging: MessagingFlags::default(),
-            settings: ChannelSettings::default(),
-        }
     }
 }
 
@@ -312,7 +80,7 @@ impl Config {
             let key = e.path().to_string();
             invalid(key, e.into_inner().to_string())
         })?;
-        crate::xano::resolve(&mut config, base_dir)?;
+        crate::xano::resolve(&mut config, base_dir).map_err(|e| invalid(e.key, e.why))?;
         config.validate()?;
         Ok(config)
     }

@@ -1,5 +1,5 @@
 //! Switchboard: a realtime WebSocket pub/sub broker that speaks the Xano Realtime V1
-//! protocol. See README.md for the architecture and PROTOCOL.md for the contract.
+//! protocol. docs/architecture.md explains the modules and docs/protocol.md the contract.
 
 pub mod actors;
 pub mod auth;
@@ -8,6 +8,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod model;
 pub mod outbox;
 pub mod protocol;
 pub mod reload;

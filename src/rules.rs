@@ -1,8 +1,9 @@
-//! Channel names, rule matching and every permission decision of PROTOCOL.md
-//! section 3, as plain functions. Actors call these; they never decide themselves.
+//! Channel names, rule matching and every permission decision of docs/protocol.md
+//! section 3, as plain functions. Each is called once, by the actor that owns the
+//! decision, with the rule current at that moment; actors never decide themselves.
 
 use crate::auth::Identity;
-use crate::config::ChannelRule;
+use crate::model::ChannelRule;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -173,12 +174,8 @@ pub fn check_public_message(
     Ok(requested_authenticated || (sender.authenticated && rule.settings.auth_channel))
 }
 
-/// A direct message to `target` (None: the target socket is not a member of the channel).
-pub fn check_direct_message(
-    rule: &ChannelRule,
-    sender: &Identity,
-    target_authenticated: Option<bool>,
-) -> Result<(), Denied> {
+/// A direct message, the sender's half: decided by the sender's connection.
+pub fn check_direct_sender(rule: &ChannelRule, sender: &Identity) -> Result<(), Denied> {
     if !rule.private_messaging.active {
         return Err(Denied::PrivateNotAllowed);
     }
@@ -188,11 +185,30 @@ pub fn check_direct_message(
     if !holds_any_role(sender, &rule.publish_roles) {
         return Err(Denied::PublishNotAllowed);
     }
+    Ok(())
+}
+
+/// A direct message, the recipient's half: decided by the channel, which knows its
+/// members (None: the target socket is not a member of the channel).
+pub fn check_direct_recipient(
+    rule: &ChannelRule,
+    target_authenticated: Option<bool>,
+) -> Result<(), Denied> {
     match target_authenticated {
         None => Err(Denied::RecipientNotFound),
         Some(false) if rule.private_messaging.auth => Err(Denied::AuthRequired),
         Some(_) => Ok(()),
     }
+}
+
+/// A direct message to `target` as a whole: the sender's half, then the recipient's.
+pub fn check_direct_message(
+    rule: &ChannelRule,
+    sender: &Identity,
+    target_authenticated: Option<bool>,
+) -> Result<(), Denied> {
+    check_direct_sender(rule, sender)?;
+    check_direct_recipient(rule, target_authenticated)
 }
 
 /// Whether a member receives a frame meant for authenticated members only (live or from history).
@@ -201,7 +217,7 @@ pub fn reaches(authenticated_only: bool, member_authenticated: bool) -> bool {
 }
 
 /// The user an event is aimed at (`auth_id`, optionally within `auth_table`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventTarget {
     pub row_id: String,
     pub dbo_id: Option<i64>,

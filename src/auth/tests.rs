@@ -1,7 +1,7 @@
 //! Table tests of token verification and claim mapping (`src/auth.rs`).
 
 use super::*;
-use crate::config::{AppConfig, JwtConfig};
+use crate::model::{AppConfig, JwtConfig};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
@@ -821,17 +821,4 @@ fn verifier_is_send_sync_and_debug_hides_the_secret() {
     assert_send_sync::<TokenVerifier>();
     let text = format!("{:?}", verifier("HS256"));
     assert!(!text.contains(SECRET), "{text}");
-}
-
-#[test]
-fn embedded_default_config_builds_a_verifier() {
-    let config = crate::config::Config::from_toml(crate::config::EMBEDDED_DEFAULT).unwrap();
-    let v = TokenVerifier::from_config(&config.apps[0]).unwrap();
-    let token = encode(
-        &Header::new(Algorithm::HS256),
-        &json!({ "sub": 1 }),
-        &EncodingKey::from_secret(crate::config::DEMO_SECRET.as_bytes()),
-    )
-    .unwrap();
-    assert!(v.verify(&token, "s".into()).unwrap().authenticated);
 }

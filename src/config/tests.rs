@@ -9,6 +9,21 @@ fn embedded_default_is_valid() {
     assert_eq!(c.server.listen, "0.0.0.0:8080");
 }
 
+/// The demo app of the embedded default verifies tokens signed with [`DEMO_SECRET`].
+#[test]
+fn embedded_default_config_builds_a_verifier() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let config = Config::from_toml(EMBEDDED_DEFAULT).unwrap();
+    let v = crate::auth::TokenVerifier::from_config(&config.apps[0]).unwrap();
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({ "sub": 1 }),
+        &EncodingKey::from_secret(DEMO_SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert!(v.verify(&token, "s".into()).unwrap().authenticated);
+}
+
 #[test]
 fn unknown_key_is_named() {
     let err = Config::from_toml("[limits]\nmax_conections = 3\n").unwrap_err();

@@ -1,7 +1,7 @@
 //! Table tests of channel matching and every permission decision (`src/rules.rs`).
 
 use super::*;
-use crate::config::{ChannelSettings, MessagingFlags};
+use crate::model::{ChannelSettings, MessagingFlags};
 use serde_json::json;
 
 fn anon() -> Identity {

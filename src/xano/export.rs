@@ -10,7 +10,7 @@
 //! ignored; a missing or `null` field takes PROTOCOL.md's default.
 
 use super::xs::HISTORY_SIZES;
-use crate::config::{ChannelRule, ChannelSettings, MessagingFlags};
+use crate::model::{ChannelRule, ChannelSettings, MessagingFlags};
 use serde::Deserialize;
 use std::path::Path;
 

@@ -5,13 +5,23 @@
 pub mod export;
 pub mod xs;
 
-use crate::config::{AppConfig, ChannelRule, Config, ConfigError};
+use crate::model::{AppConfig, ChannelRule, Config};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use thiserror::Error;
 
-fn invalid(key: String, why: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
+/// Why an app's `channels_dir` or `xano_export` could not become rules: the configuration
+/// key at fault and the reason. `config` reports it as its own `` `key`: why `` error.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("`{key}`: {why}")]
+pub struct ResolveError {
+    pub key: String,
+    pub why: String,
+}
+
+fn invalid(key: String, why: impl Into<String>) -> ResolveError {
+    ResolveError {
         key,
         why: why.into(),
     }
@@ -55,7 +65,7 @@ impl Origins {
 /// config file's directory; the current directory when None), append their rules to the
 /// app's `channels`, take the export's hash when the app sets none, and switch every rule
 /// of an app off when its export says `enabled: false`. The paths are left resolved.
-pub(crate) fn resolve(config: &mut Config, base: Option<&Path>) -> Result<(), ConfigError> {
+pub(crate) fn resolve(config: &mut Config, base: Option<&Path>) -> Result<(), ResolveError> {
     for (i, app) in config.apps.iter_mut().enumerate() {
         let mut origins = Origins::of_app(i, app);
         if let Some(dir) = app.channels_dir.take() {

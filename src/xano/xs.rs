@@ -17,7 +17,7 @@
 //! exist, their types and `message_history`'s values are checked after parsing, on the
 //! syntax tree, so every error points at the offending key or value.
 
-use crate::config::{ChannelRule, ChannelSettings, MessagingFlags};
+use crate::model::{ChannelRule, ChannelSettings, MessagingFlags};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

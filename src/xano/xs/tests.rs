@@ -389,7 +389,8 @@ proptest! {
             "[[apps]]\nname = \"a\"\nhash = \"a\"\napi_key = \"0123456789\"\njwt = {{ secret = \"0123456789abcdef0123456789abcdef\" }}\n\n{}",
             super::super::to_toml(&back)
         );
-        let config = crate::config::Config::from_toml(&toml)
+        // `from_toml` is the loader of `crate::config` (an inherent method of the model type).
+        let config = crate::model::Config::from_toml(&toml)
             .map_err(|e| TestCaseError::fail(format!("{e}\n{toml}")))?;
         prop_assert_eq!(&config.apps[0].channels, &rules);
         let (again, _) = write_xs(&config.apps[0].channels);
