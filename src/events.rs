@@ -1,4 +1,4 @@
-//! Events published by backends (PROTOCOL.md section 6): the body of the HTTP
+//! Events published by backends (docs/protocol.md section 6): the body of the HTTP
 //! publish API, and envelopes that arrive through Redis.
 
 use crate::actors::registry::PublishEvent;

@@ -139,10 +139,6 @@ impl Outbox {
     pub fn is_open(&self) -> bool {
         self.state.lock().phase == Phase::Open
     }
-
-    pub fn queued_bytes(&self) -> usize {
-        self.state.lock().bytes
-    }
 }
 
 /// The 101 response's body: everything the server writes to the socket.

@@ -8,11 +8,12 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
-/// Close codes of PROTOCOL.md section 1.
+/// Close codes of docs/protocol.md section 1.
 pub mod close {
     pub const NORMAL: u16 = 1000;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
     pub const RESTART: u16 = 1012;
     pub const OVERLOAD: u16 = 1013;
     pub const UNAUTHORIZED: u16 = 4401;
@@ -24,10 +25,6 @@ pub type SharedJson = Arc<RawValue>;
 
 pub fn shared_json(value: &impl Serialize) -> SharedJson {
     Arc::from(serde_json::value::to_raw_value(value).expect("JSON values always serialise"))
-}
-
-pub fn null_json() -> SharedJson {
-    Arc::from(RawValue::from_string("null".into()).expect("null is JSON"))
 }
 
 /// A complete, unmasked WebSocket frame (header + payload), encoded once.
@@ -85,7 +82,8 @@ pub enum Action {
     History,
 }
 
-/// A client frame that passed the structural checks.
+/// A client frame that passed the structural checks, before it is typed
+/// (`ClientFrame::parse`); kept public for the parser's property tests.
 #[derive(Debug)]
 pub struct Inbound {
     pub action: Action,
@@ -234,6 +232,89 @@ impl Inbound {
 
     pub fn target_socket(&self) -> Option<&str> {
         self.options.get("socketId").and_then(Value::as_str)
+    }
+}
+
+/// Whom a client message is addressed to, as the frame says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageTo {
+    /// Every member; `authenticated`: only the authenticated ones (`options.authenticated`).
+    Members { authenticated: bool },
+    /// One socket (`options.socketId`); `authenticated` is echoed as sent.
+    Socket { id: String, authenticated: bool },
+}
+
+/// A client frame, typed once; nothing after the parser looks at raw JSON fields.
+/// `options` (as the client sent them) and the payload travel only to be shown
+/// to a trigger or relayed.
+#[derive(Debug)]
+pub enum ClientFrame {
+    Join {
+        channel: String,
+        request: JoinRequest,
+        options: Box<RawValue>,
+        payload: Box<RawValue>,
+    },
+    Leave {
+        channel: String,
+    },
+    Message {
+        channel: String,
+        to: MessageTo,
+        options: Box<RawValue>,
+        payload: Box<RawValue>,
+    },
+    History {
+        channel: String,
+    },
+}
+
+impl ClientFrame {
+    /// Parse a text frame into its typed form, or say what is wrong with it
+    /// (`Invalid frame: …`, docs/protocol.md section 2).
+    pub fn parse(text: &str) -> Result<ClientFrame, InvalidFrame> {
+        let inbound = parse_inbound(text)?;
+        let options =
+            || serde_json::value::to_raw_value(&inbound.options).expect("JSON maps serialise");
+        Ok(match inbound.action {
+            Action::Join => ClientFrame::Join {
+                request: inbound.join_request()?,
+                options: options(),
+                channel: inbound.channel,
+                payload: inbound.payload,
+            },
+            Action::Leave => ClientFrame::Leave {
+                channel: inbound.channel,
+            },
+            Action::History => ClientFrame::History {
+                channel: inbound.channel,
+            },
+            Action::Message => {
+                let authenticated = inbound.requested_authenticated();
+                let to = match inbound.target_socket() {
+                    Some(id) => MessageTo::Socket {
+                        id: id.to_string(),
+                        authenticated,
+                    },
+                    None => MessageTo::Members { authenticated },
+                };
+                ClientFrame::Message {
+                    to,
+                    options: options(),
+                    channel: inbound.channel,
+                    payload: inbound.payload,
+                }
+            }
+        })
+    }
+
+    pub fn channel(&self) -> &str {
+        match self {
+            ClientFrame::Join { channel, .. }
+            | ClientFrame::Leave { channel }
+            | ClientFrame::Message { channel, .. }
+            | ClientFrame::History { channel } => channel,
+        }
     }
 }
 

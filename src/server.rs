@@ -1,7 +1,5 @@
 //! Assembling and running a server: bind, serve, drain on shutdown.
 
-use crate::cluster::redis::RedisEngine;
-use crate::cluster::{Engine, MemoryEngine};
 use crate::config::Config;
 use crate::protocol::close;
 use crate::state::ServerState;
@@ -30,25 +28,7 @@ impl Server {
         config_path: Option<std::path::PathBuf>,
     ) -> std::io::Result<Server> {
         crate::metrics::install();
-        let mut redis_engine = None;
-        let engine: Arc<dyn Engine> = if !config.cluster.redis_url.is_empty() {
-            let redis = RedisEngine::start(&config.cluster).map_err(std::io::Error::other)?;
-            redis_engine = Some(redis.clone());
-            Arc::new(redis)
-        } else {
-            let memory = Arc::new(MemoryEngine::new(Duration::from_secs(
-                config.cluster.history_ttl_s,
-            )));
-            let sweeper = memory.clone();
-            actix_rt::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    tick.tick().await;
-                    sweeper.sweep();
-                }
-            });
-            memory
-        };
+        let engine = crate::cluster::start(&config.cluster).map_err(std::io::Error::other)?;
         let state = ServerState::new(config, config_path, engine).map_err(std::io::Error::other)?;
         if state.connect_limiter.is_some() {
             // Forget addresses that stopped connecting, so the limiter's memory stays bounded.
@@ -64,13 +44,13 @@ impl Server {
                 }
             });
         }
-        if let Some(redis) = redis_engine {
-            let events_state = state.clone();
-            redis.set_event_sink(Arc::new(move |payload, durable| {
+        let events_state = state.clone();
+        state
+            .engine
+            .set_event_sink(Arc::new(move |payload, durable| {
                 let state = events_state.clone();
                 Box::pin(async move { crate::events::from_redis(&state, &payload, durable).await })
             }));
-        }
         let app_state = state.clone();
         let http = HttpServer::new(move || {
             let state = app_state.clone();
@@ -144,7 +124,7 @@ impl ServerHandle {
         let pause = drain.mul_f64(0.8) / steps as u32;
         for (i, chunk) in sockets.chunks(per_step.max(1)).enumerate() {
             for addr in chunk {
-                addr.do_send(crate::actors::connection::CloseSocket {
+                addr.do_send(crate::actors::notices::CloseSocket {
                     code: close::RESTART,
                     reason: "server restart",
                 });

@@ -1,13 +1,13 @@
 //! What the whole server shares: apps (rules, token verifier, registry), limits,
 //! the engine, and the table of live connections used for limits and draining.
 
-use crate::actors::connection::{CloseSocket, ConnectionActor};
+use crate::actors::notices::CloseSocket;
 use crate::actors::registry::RegistryActor;
 use crate::auth::TokenVerifier;
 use crate::cluster::Engine;
 use crate::config::{AppConfig, Config, Limits};
 use crate::rules::RuleSet;
-use actix::Addr;
+use actix::{Addr, Recipient};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -151,13 +151,13 @@ impl ServerState {
     }
 }
 
-/// Live sockets: the global count, per-user counts and the addresses to drain.
+/// Live sockets: the global count and the addresses to drain. Per-user counts are
+/// the engine's (`UserSlots`), so they hold across every node.
 #[derive(Default)]
 pub struct Connections {
     next_id: AtomicU64,
     count: AtomicUsize,
-    per_user: Mutex<HashMap<(Arc<str>, String), usize>>,
-    live: Mutex<HashMap<u64, Addr<ConnectionActor>>>,
+    live: Mutex<HashMap<u64, Recipient<CloseSocket>>>,
 }
 
 /// Why a socket could not be admitted.
@@ -171,9 +171,8 @@ pub enum Refused {
 pub struct Admission {
     table: Arc<ServerState>,
     pub id: u64,
-    /// The user slot held, counted here or (in a cluster) by the engine.
+    /// The user slot held with the engine.
     user: Option<(Arc<str>, String)>,
-    user_in_cluster: bool,
 }
 
 impl Connections {
@@ -181,11 +180,11 @@ impl Connections {
         self.count.load(Ordering::Acquire)
     }
 
-    pub fn addresses(&self) -> Vec<Addr<ConnectionActor>> {
+    pub fn addresses(&self) -> Vec<Recipient<CloseSocket>> {
         self.live.lock().values().cloned().collect()
     }
 
-    pub fn register(&self, id: u64, addr: Addr<ConnectionActor>) {
+    pub fn register(&self, id: u64, addr: Recipient<CloseSocket>) {
         self.live.lock().insert(id, addr);
     }
 
@@ -198,7 +197,7 @@ impl Connections {
 
 impl Admission {
     /// Take a place for a socket, or say why there is none. Per-user limits are
-    /// counted across the cluster when the engine is clustered.
+    /// counted by the engine, across the cluster when there is one.
     pub async fn admit(
         state: &Arc<ServerState>,
         user: Option<(Arc<str>, String)>,
@@ -209,48 +208,32 @@ impl Admission {
             c.count.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::ServerFull);
         }
-        let mut user_in_cluster = false;
-        if let (Some((app, id)), true) = (&user, limits.max_connections_per_user > 0) {
-            match state
-                .engine
-                .admit_user(app, id, limits.max_connections_per_user)
-                .await
-            {
-                Ok(Some(true)) => user_in_cluster = true,
-                Ok(Some(false)) => {
-                    c.count.fetch_sub(1, Ordering::AcqRel);
-                    return Err(Refused::UserFull);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    // Availability over the limit: the socket is let in uncounted.
-                    tracing::warn!(error = %e, "per-user limit not checked");
-                    return Ok(Admission {
-                        table: state.clone(),
-                        id: c.next_id.fetch_add(1, Ordering::Relaxed),
-                        user: None,
-                        user_in_cluster: false,
-                    });
+        let user = user.filter(|_| limits.max_connections_per_user > 0);
+        let held = match &user {
+            None => None,
+            Some((app, id)) => {
+                match state
+                    .engine
+                    .admit_user(app, id, limits.max_connections_per_user)
+                    .await
+                {
+                    Ok(true) => user,
+                    Ok(false) => {
+                        c.count.fetch_sub(1, Ordering::AcqRel);
+                        return Err(Refused::UserFull);
+                    }
+                    Err(e) => {
+                        // Availability over the limit: the socket is let in uncounted.
+                        tracing::warn!(error = %e, "per-user limit not checked");
+                        None
+                    }
                 }
             }
-        }
-        if let (Some(key), false) = (&user, user_in_cluster) {
-            if limits.max_connections_per_user > 0 {
-                let mut per_user = c.per_user.lock();
-                let n = per_user.entry(key.clone()).or_insert(0);
-                if *n >= limits.max_connections_per_user {
-                    drop(per_user);
-                    c.count.fetch_sub(1, Ordering::AcqRel);
-                    return Err(Refused::UserFull);
-                }
-                *n += 1;
-            }
-        }
+        };
         Ok(Admission {
             table: state.clone(),
             id: c.next_id.fetch_add(1, Ordering::Relaxed),
-            user: user.filter(|_| limits.max_connections_per_user > 0),
-            user_in_cluster,
+            user: held,
         })
     }
 }
@@ -259,16 +242,8 @@ impl Drop for Admission {
     fn drop(&mut self) {
         let c = &self.table.connections;
         c.live.lock().remove(&self.id);
-        if let (Some((app, user)), true) = (&self.user, self.user_in_cluster) {
+        if let Some((app, user)) = &self.user {
             self.table.engine.release_user(app, user);
-        } else if let Some(key) = self.user.take() {
-            let mut per_user = c.per_user.lock();
-            if let Some(n) = per_user.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    per_user.remove(&key);
-                }
-            }
         }
         c.count.fetch_sub(1, Ordering::AcqRel);
     }

@@ -1,4 +1,4 @@
-//! Webhook triggers (PROTOCOL.md section 7): the app's backend may refuse a join or
+//! Webhook triggers (docs/protocol.md section 7): the app's backend may refuse a join or
 //! a message, or replace a message's payload.
 
 use serde_json::value::RawValue;

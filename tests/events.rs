@@ -1,4 +1,4 @@
-//! Events published by backends through the HTTP API (PROTOCOL.md section 6):
+//! Events published by backends through the HTTP API (docs/protocol.md section 6):
 //! status codes, the delivered frame, targeting, pattern channels and history.
 
 mod common;
@@ -445,5 +445,63 @@ async fn history_events_keeps_live_events_in_the_history_reply() {
     assert_eq!(
         reply,
         json!({"action":"history","options":{"channel":"readonly"},"payload":{"history":[a, b]}})
+    );
+}
+
+/// docs/protocol.md section 6: a stored event keeps its audience. An event for user
+/// 42 is shown in history to user 42 alone, exactly as live delivery would.
+#[tokio::test]
+async fn a_stored_event_for_one_user_is_shown_to_that_user_alone() {
+    let server = TestServer::start();
+    publish_ok(
+        &server,
+        json!({"channel":"readonly","event":"private-for-42","data":{"secret":"s"},"auth_id":42}),
+    )
+    .await;
+    publish_ok(
+        &server,
+        json!({"channel":"readonly","event":"public","data":1}),
+    )
+    .await;
+    let private = event_frame(
+        "readonly",
+        "private-for-42",
+        json!({"secret":"s"}),
+        0,
+        json!(42),
+    );
+    let public = event_frame("readonly", "public", json!(1), 0, json!(0));
+
+    let mut other = server.client_with_token(&user_token(7)).await;
+    let ack = other.join("readonly", true, false).await;
+    assert_eq!(
+        ack["payload"],
+        json!({"history": [public.clone()]}),
+        "user 7's join ack"
+    );
+    other
+        .send(json!({"action":"history","options":{"channel":"readonly"},"payload":null}))
+        .await;
+    let reply = other.expect("history").await;
+    assert_eq!(
+        reply["payload"],
+        json!({"history": [public.clone()]}),
+        "user 7's history"
+    );
+
+    let mut anonymous = server.client().await;
+    let ack = anonymous.join("readonly", true, false).await;
+    assert_eq!(
+        ack["payload"],
+        json!({"history": [public.clone()]}),
+        "anonymous join ack"
+    );
+
+    let mut owner = server.client_with_token(&user_token(42)).await;
+    let ack = owner.join("readonly", true, false).await;
+    assert_eq!(
+        ack["payload"],
+        json!({"history": [private, public]}),
+        "user 42's join ack"
     );
 }

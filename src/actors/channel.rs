@@ -1,27 +1,27 @@
-//! One actor per live channel on this node: its local members and audiences. Every
-//! outgoing frame is encoded once here and the same bytes are pushed to each local
-//! recipient's outbox. What other nodes must see goes through the engine.
+//! One actor per live channel on this node, and the only writer of its channel:
+//! client messages, backend events and presence updates all leave through
+//! `ChannelActor::publish`, and every broadcast the engine's subscription brings
+//! back is delivered by `ChannelActor::deliver`, which encodes nothing: the frame
+//! was encoded once and the same bytes go to every local recipient's outbox.
+//! Same order in history and live, on one node or many (docs/architecture.md).
 
-use super::connection::{ConnectionActor, SlowConsumer, Unjoined};
-use super::registry::{ChannelIdle, RegistryActor};
+use super::notices::{ChannelIdle, MemberNotice};
 use crate::auth::Identity;
-use crate::cluster::{
-    Audience, Broadcast, ChannelKey, Deliver, Engine, EngineError, HistoryEntry, MemberRecord,
-    Published,
-};
+use crate::cluster::{Audience, Broadcast, ChannelKey, Deliver, Engine, EngineError, HistoryEntry};
 use crate::config::ChannelRule;
 use crate::outbox::{Outbox, Push};
-use crate::protocol::{self, JoinRequest, SharedJson};
+use crate::protocol::{self, SharedJson};
 use crate::rules::{self, Denied};
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+mod join;
 mod messages;
-pub use messages::{ClientMessage, HistoryRequest};
+pub use join::Join;
+pub use messages::{Addressed, ChannelEvent, ClientMessage, HistoryRequest};
 
 /// A socket in a channel, as the channel sees it.
 #[derive(Clone)]
@@ -29,8 +29,11 @@ pub struct Member {
     pub identity: Arc<Identity>,
     pub client: SharedJson,
     pub outbox: Arc<Outbox>,
-    pub conn: Addr<ConnectionActor>,
+    pub conn: Recipient<MemberNotice>,
     pub presence: bool,
+    /// The engine's watermark when it joined: broadcasts numbered at or below it
+    /// were published before the join (see `Broker::watermark`).
+    pub joined_after: u64,
 }
 
 pub struct ChannelActor {
@@ -40,29 +43,21 @@ pub struct ChannelActor {
     /// Joins received, reported with `ChannelIdle` so the registry can tell whether a
     /// join is still on its way here.
     joins_seen: u64,
-    registry: Addr<RegistryActor>,
+    registry: Recipient<ChannelIdle>,
     engine: Arc<dyn Engine>,
+    /// Whether this actor receives the channel's broadcasts: from its first join on.
+    /// An actor started for a backend event alone publishes and stops.
+    subscribed: bool,
 }
 
 impl Actor for ChannelActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        // Subscribe before the first join is handled, so nothing published after the
-        // join ack can be missed on this node.
-        let fut = self
-            .engine
-            .subscribe(&self.key, ctx.address().recipient::<Deliver>());
-        self.run(ctx, fut, |act, result, _| {
-            if let Err(e) = result {
-                tracing::warn!(channel = %act.key.channel, error = %e, "subscribe failed; retried on reconnect");
-            }
-        });
-    }
-
     fn stopped(&mut self, ctx: &mut Context<Self>) {
-        self.engine
-            .unsubscribe(&self.key, ctx.address().recipient::<Deliver>());
+        if self.subscribed {
+            self.engine
+                .unsubscribe(&self.key, ctx.address().recipient::<Deliver>());
+        }
     }
 }
 
@@ -70,7 +65,7 @@ impl ChannelActor {
     pub fn new(
         key: ChannelKey,
         rule: Arc<ChannelRule>,
-        registry: Addr<RegistryActor>,
+        registry: Recipient<ChannelIdle>,
         engine: Arc<dyn Engine>,
     ) -> Self {
         Self {
@@ -80,15 +75,12 @@ impl ChannelActor {
             joins_seen: 0,
             registry,
             engine,
+            subscribed: false,
         }
     }
 
     fn channel(&self) -> &str {
         &self.key.channel
-    }
-
-    fn presence_on(&self) -> bool {
-        self.rule.settings.presence
     }
 
     /// Finish `fut` at once when it is ready (the in-memory engine), else hold this
@@ -110,31 +102,42 @@ impl ChannelActor {
         }
     }
 
-    /// Hand a broadcast to the engine; deliver now when it says so.
-    fn publish(&mut self, msg: Broadcast, ctx: &mut Context<Self>) {
+    /// Hand a broadcast to the engine; it comes back through the subscription.
+    /// `then` runs once the engine took it (or refused it: the sender is told).
+    fn publish(
+        &mut self,
+        msg: Broadcast,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, Result<(), EngineError>, &mut Context<Self>) + 'static,
+    ) {
         let origin = msg.origin.clone();
         let fut = self.engine.publish(&self.key, msg);
-        self.run(ctx, fut, move |act, result, ctx| match result {
-            Ok(Published::Local(msg)) => act.deliver(&msg, ctx),
-            Ok(Published::Remote) => {}
-            Err(e) => {
+        self.run(ctx, fut, move |act, result, ctx| {
+            if let Err(e) = &result {
                 tracing::warn!(channel = %act.key.channel, error = %e, "publish refused");
                 if let Some(m) = origin.and_then(|id| act.members.get(&id)) {
                     act.send_error(m, Denied::Unavailable);
                 }
             }
+            then(act, result, ctx)
         });
     }
 
     /// Push one encoded frame to every local member in the audience.
-    pub fn deliver(&mut self, msg: &Broadcast, ctx: &mut Context<Self>) {
+    fn deliver(&mut self, msg: &Broadcast, ctx: &mut Context<Self>) {
         let frame = protocol::text_frame(&msg.json);
         let mut dropped = Vec::new();
         let mut queued = 0u64;
-        let mut push = |id: &Arc<str>, m: &Member| match m.outbox.push(frame.clone()) {
-            Push::Queued => queued += 1,
-            Push::Overflow => dropped.push((id.clone(), true)),
-            Push::Closed => dropped.push((id.clone(), false)),
+        let seq = msg.seq.unwrap_or(u64::MAX);
+        let mut push = |id: &Arc<str>, m: &Member| {
+            if seq <= m.joined_after {
+                return; // published before this member joined
+            }
+            match m.outbox.push(frame.clone()) {
+                Push::Queued => queued += 1,
+                Push::Overflow => dropped.push((id.clone(), true)),
+                Push::Closed => dropped.push((id.clone(), false)),
+            }
         };
         match &msg.audience {
             Audience::Members { authenticated_only } => {
@@ -156,13 +159,9 @@ impl ChannelActor {
                     }
                 }
             }
-            Audience::User { row_id, dbo_id } => {
-                let target = rules::EventTarget {
-                    row_id: row_id.clone(),
-                    dbo_id: *dbo_id,
-                };
+            Audience::User(target) => {
                 for (id, m) in &self.members {
-                    if rules::event_reaches(Some(&target), &m.identity) {
+                    if rules::event_reaches(Some(target), &m.identity) {
                         push(id, m);
                     }
                 }
@@ -173,11 +172,24 @@ impl ChannelActor {
             if overflowed {
                 crate::metrics::dropped("slow_consumer");
                 if let Some(m) = self.members.get(&id) {
-                    m.conn.do_send(SlowConsumer);
+                    m.conn.do_send(MemberNotice::SlowConsumer);
                 }
             }
             self.remove_member(&id, ctx);
         }
+    }
+
+    /// The stored entries a member may see: those it could have received live.
+    fn visible_history<'a>(
+        &self,
+        id: &'a str,
+        member: &'a Member,
+        entries: &'a [HistoryEntry],
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        entries
+            .iter()
+            .filter(move |e| in_audience(&e.audience, id, member))
+            .map(|e| e.json.as_ref())
     }
 
     fn presence_update(&self, joined: bool, member: &Member, id: &Arc<str>) -> Broadcast {
@@ -186,6 +198,7 @@ impl ChannelActor {
             audience: Audience::Presence { except: id.clone() },
             history_cap: 0,
             origin: None,
+            seq: None,
         }
     }
 
@@ -196,38 +209,35 @@ impl ChannelActor {
         };
         // Held in order with this channel's other engine work, and finished before
         // the actor may stop, so the other nodes always hear of the leave.
-        let engine = self.engine.clone();
-        let key = self.key.clone();
-        let forget = engine
-            .clustered()
-            .then(|| engine.member_left(&key, id.clone()));
+        let forget = self.engine.member_left(&self.key, id.clone());
         let update = member
             .presence
             .then(|| self.presence_update(false, &member, id));
-        let fut: BoxFuture<'static, Result<Option<Published>, EngineError>> =
-            Box::pin(async move {
-                if let Some(f) = forget {
-                    f.await?;
-                }
-                match update {
-                    Some(u) => Ok(Some(engine.publish(&key, u).await?)),
-                    None => Ok(None),
-                }
-            });
-        self.run(ctx, fut, |act, result, ctx| match result {
-            Ok(Some(Published::Local(update))) => act.deliver(&update, ctx),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(channel = %act.key.channel, error = %e, "leave not announced")
+        let (engine, key) = (self.engine.clone(), self.key.clone());
+        let fut: BoxFuture<'static, Result<(), EngineError>> = Box::pin(async move {
+            forget.await?;
+            match update {
+                Some(u) => engine.publish(&key, u).await,
+                None => Ok(()),
             }
         });
+        self.run(ctx, fut, |act, result, _| {
+            if let Err(e) = result {
+                tracing::warn!(channel = %act.key.channel, error = %e, "leave not announced");
+            }
+        });
+        self.report_if_idle();
+        true
+    }
+
+    /// Tell the registry when no member is left (it decides whether to stop us).
+    fn report_if_idle(&self) {
         if self.members.is_empty() {
             self.registry.do_send(ChannelIdle {
                 channel: self.key.channel.clone(),
                 joins_seen: self.joins_seen,
             });
         }
-        true
     }
 
     fn send_error(&self, member: &Member, denied: Denied) {
@@ -237,146 +247,18 @@ impl ChannelActor {
             .outbox
             .push(protocol::error_frame(Some(self.channel()), &text));
     }
-
-    fn local_presence(&self) -> Vec<SharedJson> {
-        self.members
-            .values()
-            .filter(|m| m.presence)
-            .map(|m| m.client.clone())
-            .collect()
-    }
-
-    /// Everything a join needs from the engine, in order: record the member, announce
-    /// it, read history and presence.
-    fn join_effects(
-        &self,
-        member: Option<MemberRecord>,
-        announce: Option<Broadcast>,
-        wants_history: bool,
-        wants_presence: bool,
-    ) -> BoxFuture<'static, Result<JoinEffects, EngineError>> {
-        let engine = self.engine.clone();
-        let key = self.key.clone();
-        let clustered = engine.clustered();
-        Box::pin(async move {
-            if let (true, Some(m)) = (clustered, member) {
-                engine.member_joined(&key, m).await?;
-            }
-            let announced = match announce {
-                Some(b) => Some(engine.publish(&key, b).await?),
-                None => None,
-            };
-            let history = if wants_history {
-                engine.history(&key).await?
-            } else {
-                Vec::new()
-            };
-            let presence = if wants_presence && clustered {
-                Some(engine.presence(&key).await?)
-            } else {
-                None
-            };
-            Ok(JoinEffects {
-                announced,
-                history,
-                presence,
-            })
-        })
-    }
 }
 
-struct JoinEffects {
-    announced: Option<Published>,
-    history: Vec<HistoryEntry>,
-    /// Presence across the cluster; `None` when this node's members are all there is.
-    presence: Option<Vec<SharedJson>>,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Join {
-    pub member: Member,
-    pub request: JoinRequest,
-    /// Forwarded by the registry (counted for the channel's lifecycle); a repeated
-    /// join comes straight from the member's connection.
-    pub via_registry: bool,
-}
-
-impl Handler<Join> for ChannelActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
-        if msg.via_registry {
-            self.joins_seen += 1;
+/// Whether a member is in an audience; `deliver` walks the members with the same
+/// rules, and history replies ask this of each stored entry.
+fn in_audience(audience: &Audience, id: &str, m: &Member) -> bool {
+    match audience {
+        Audience::Members { authenticated_only } => {
+            rules::reaches(*authenticated_only, m.identity.authenticated)
         }
-        let id: Arc<str> = Arc::from(msg.member.identity.socket_id.as_str());
-        let wants_presence = msg.request.presence && self.presence_on();
-        let wants_history = msg.request.history && self.rule.settings.message_history > 0;
-        let (record, announce) = if self.members.contains_key(&id) {
-            // Idempotent: the SDK joins twice. Re-ack (and presence_full when asked),
-            // but no new presence entry and no broadcast.
-            (None, None)
-        } else {
-            crate::metrics::joined();
-            let mut member = msg.member;
-            member.presence = wants_presence;
-            let record = MemberRecord {
-                socket_id: id.clone(),
-                presence: wants_presence,
-                authenticated: member.identity.authenticated,
-                client: member.client.clone(),
-            };
-            let announce = wants_presence.then(|| self.presence_update(true, &member, &id));
-            self.members.insert(id.clone(), member);
-            (Some(record), announce)
-        };
-        let fut = self.join_effects(record, announce, wants_history, wants_presence);
-        self.run(ctx, fut, move |act, result, ctx| {
-            let effects = match result {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(channel = %act.key.channel, error = %e, "join failed");
-                    if let Some(m) = act.members.get(&id).cloned() {
-                        act.send_error(&m, Denied::Unavailable);
-                        m.conn.do_send(Unjoined {
-                            channel: act.key.channel.to_string(),
-                        });
-                        act.members.remove(&id);
-                        if act.members.is_empty() {
-                            act.registry.do_send(ChannelIdle {
-                                channel: act.key.channel.clone(),
-                                joins_seen: act.joins_seen,
-                            });
-                        }
-                    }
-                    return;
-                }
-            };
-            if let Some(Published::Local(update)) = &effects.announced {
-                act.deliver(update, ctx);
-            }
-            let Some(member) = act.members.get(&id) else {
-                return;
-            };
-            let authenticated = member.identity.authenticated;
-            member.outbox.push(protocol::history_frame(
-                "join",
-                act.channel(),
-                Some(&member.client),
-                effects
-                    .history
-                    .iter()
-                    .filter(|e| rules::reaches(e.authenticated_only, authenticated))
-                    .map(|e| e.json.as_ref()),
-            ));
-            if wants_presence {
-                let list = effects.presence.unwrap_or_else(|| act.local_presence());
-                member.outbox.push(protocol::presence_full_frame(
-                    act.channel(),
-                    list.iter().map(|c| c.as_ref()),
-                ));
-            }
-        });
+        Audience::Socket { id: target } => **target == *id,
+        Audience::Presence { except } => m.presence && **except != *id,
+        Audience::User(target) => rules::event_reaches(Some(target), &m.identity),
     }
 }
 
@@ -421,8 +303,8 @@ impl Handler<UpdateRule> for ChannelActor {
             if let Some(m) = self.members.get(&id).cloned() {
                 self.send_error(&m, Denied::AccessRevoked);
                 m.outbox.push(protocol::leave_frame(&channel));
-                m.conn.do_send(Unjoined {
-                    channel: channel.to_string(),
+                m.conn.do_send(MemberNotice::Unjoined {
+                    channel: channel.clone(),
                 });
             }
             self.remove_member(&id, ctx);
@@ -459,7 +341,7 @@ impl Handler<Shutdown> for ChannelActor {
     }
 }
 
-/// A broadcast to deliver to local members: from the bus (cluster) or a local event.
+/// A broadcast of this channel, from the engine's subscription.
 impl Handler<Deliver> for ChannelActor {
     type Result = ();
 

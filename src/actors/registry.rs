@@ -1,16 +1,21 @@
 //! One registry per app: channel name -> live channel actor. It creates a channel
-//! actor on the first join, stops it once it is empty and no join is on its way,
-//! and fans backend events out to every live channel a pattern names.
+//! actor on the first join (or for a backend event), stops it once it is empty and
+//! no join is on its way, and resolves backend events (a name, or every live
+//! channel under a prefix) to the channel actors that publish them: the registry
+//! never publishes itself, so each channel has one writer.
 
-use super::channel::{ChannelActor, Join, Member, Shutdown};
-use crate::cluster::{Audience, Broadcast, ChannelKey, Deliver, Engine, EngineError, Published};
+use super::channel::{ChannelActor, ChannelEvent, Join, Member, Shutdown, Snapshot, UpdateRule};
+use super::notices::ChannelIdle;
+use crate::cluster::{Audience, Broadcast, ChannelKey, Engine, EngineError};
 use crate::config::ChannelRule;
 use crate::protocol::JoinRequest;
 use crate::rules::{EventTarget, RuleSet};
 use actix::prelude::*;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 struct Live {
     addr: Addr<ChannelActor>,
@@ -38,6 +43,92 @@ impl RegistryActor {
             stopping: Vec::new(),
         }
     }
+
+    /// The channel's live actor, started when there is none.
+    fn live(&mut self, name: &str, rule: &Arc<ChannelRule>, ctx: &mut Context<Self>) -> &mut Live {
+        let key = ChannelKey {
+            app: self.app.clone(),
+            channel: Arc::from(name),
+        };
+        let engine = &self.engine;
+        self.channels.entry(key.channel.clone()).or_insert_with(|| {
+            let channel =
+                ChannelActor::new(key, rule.clone(), ctx.address().recipient(), engine.clone());
+            crate::metrics::channels_live(1.0);
+            Live {
+                addr: channel.start(),
+                joins_sent: 0,
+            }
+        })
+    }
+
+    /// Hand an event to each named channel that has a rule; answers how many there
+    /// were and, for published ones, when the engine took each.
+    fn forward(
+        &mut self,
+        names: Vec<String>,
+        msg: &PublishEvent,
+        ctx: &mut Context<Self>,
+    ) -> Forwarded {
+        let mut forwarded = Forwarded::default();
+        for name in names {
+            let Some(rule) = self.rules.find(&name).cloned() else {
+                continue;
+            };
+            let broadcast = Broadcast {
+                json: (msg.encode)(&name),
+                audience: msg
+                    .target
+                    .clone()
+                    .map(Audience::user)
+                    .unwrap_or_else(Audience::everyone),
+                history_cap: if rule.history_events {
+                    rule.settings.message_history
+                } else {
+                    0
+                },
+                origin: None,
+                seq: None,
+            };
+            forwarded.count += 1;
+            if msg.local_only {
+                // Only this node's members: a channel not live here has none.
+                if let Some(live) = self.channels.get(name.as_str()) {
+                    live.addr.do_send(ChannelEvent {
+                        broadcast,
+                        local_only: true,
+                        done: None,
+                    });
+                }
+                continue;
+            }
+            let (done, taken) = oneshot::channel();
+            self.live(&name, &rule, ctx).addr.do_send(ChannelEvent {
+                broadcast,
+                local_only: false,
+                done: Some(done),
+            });
+            forwarded.taken.push(taken);
+        }
+        forwarded
+    }
+}
+
+#[derive(Default)]
+struct Forwarded {
+    count: usize,
+    taken: Vec<oneshot::Receiver<Result<(), EngineError>>>,
+}
+
+impl Forwarded {
+    async fn settle(self) -> Result<usize, EngineError> {
+        for taken in self.taken {
+            taken
+                .await
+                .map_err(|_| EngineError::Unavailable("channel stopped".into()))??;
+        }
+        Ok(self.count)
+    }
 }
 
 impl Actor for RegistryActor {
@@ -63,23 +154,7 @@ impl Handler<JoinChannel> for RegistryActor {
     type Result = MessageResult<JoinChannel>;
 
     fn handle(&mut self, msg: JoinChannel, ctx: &mut Context<Self>) -> Self::Result {
-        let name: Arc<str> = Arc::from(msg.channel.as_str());
-        let live = self.channels.entry(name.clone()).or_insert_with(|| {
-            let channel = ChannelActor::new(
-                ChannelKey {
-                    app: self.app.clone(),
-                    channel: name,
-                },
-                msg.rule,
-                ctx.address(),
-                self.engine.clone(),
-            );
-            crate::metrics::channels_live(1.0);
-            Live {
-                addr: channel.start(),
-                joins_sent: 0,
-            }
-        });
+        let live = self.live(&msg.channel, &msg.rule, ctx);
         live.joins_sent += 1;
         live.addr.do_send(Join {
             member: msg.member,
@@ -88,14 +163,6 @@ impl Handler<JoinChannel> for RegistryActor {
         });
         MessageResult(live.addr.clone())
     }
-}
-
-/// From a channel that became empty.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ChannelIdle {
-    pub channel: Arc<str>,
-    pub joins_seen: u64,
 }
 
 impl Handler<ChannelIdle> for RegistryActor {
@@ -128,7 +195,7 @@ pub struct PublishEvent {
     /// Builds the event's JSON for a concrete channel name.
     pub encode: Arc<dyn Fn(&str) -> Bytes + Send + Sync>,
     pub target: Option<EventTarget>,
-    /// Deliver to this node's members only, bypassing the engine (every node got
+    /// Deliver to this node's members only, without publishing (every node got
     /// the same envelope from Redis and delivers to its own members).
     pub local_only: bool,
 }
@@ -136,68 +203,33 @@ pub struct PublishEvent {
 impl Handler<PublishEvent> for RegistryActor {
     type Result = ResponseActFuture<Self, Result<usize, EngineError>>;
 
-    fn handle(&mut self, msg: PublishEvent, _: &mut Context<Self>) -> Self::Result {
-        let engine = self.engine.clone();
-        let app = self.app.clone();
-        let rules = self.rules.clone();
-        let prefix = msg.channel.strip_suffix('*').map(str::to_string);
-        let local_names: Vec<String> = match &prefix {
-            Some(p) => self
+    fn handle(&mut self, msg: PublishEvent, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(prefix) = msg.channel.strip_suffix('*').map(str::to_string) else {
+            let forwarded = self.forward(vec![msg.channel.clone()], &msg, ctx);
+            return Box::pin(actix::fut::wrap_future(forwarded.settle()));
+        };
+        if msg.local_only {
+            let names = self
                 .channels
                 .keys()
-                .filter(|name| name.len() > p.len() && name.starts_with(p.as_str()))
+                .filter(|name| name.len() > prefix.len() && name.starts_with(prefix.as_str()))
                 .map(|name| name.to_string())
-                .collect(),
-            None => Vec::new(),
-        };
-        let fut = async move {
-            let names = match &prefix {
-                Some(p) if !msg.local_only => {
-                    engine.live_channels(&app, p).await?.unwrap_or(local_names)
-                }
-                Some(_) => local_names,
-                None => vec![msg.channel.clone()],
-            };
-            let mut published = 0;
-            let mut deliver_here = Vec::new();
-            for name in names {
-                let Some(rule) = rules.find(&name) else {
-                    continue;
-                };
-                let broadcast = Broadcast {
-                    json: (msg.encode)(&name),
-                    audience: msg
-                        .target
-                        .clone()
-                        .map(Audience::user)
-                        .unwrap_or_else(Audience::everyone),
-                    history_cap: if rule.history_events {
-                        rule.settings.message_history
-                    } else {
-                        0
-                    },
-                    origin: None,
-                };
-                published += 1;
-                if msg.local_only {
-                    deliver_here.push((name, broadcast));
-                    continue;
-                }
-                let key = ChannelKey::new(&app, &name);
-                if let Published::Local(b) = engine.publish(&key, broadcast).await? {
-                    deliver_here.push((name, b));
-                }
-            }
-            Ok((published, deliver_here))
-        };
-        Box::pin(fut.into_actor(self).map(|result, act, _| {
-            let (published, deliver_here) = result?;
-            for (name, broadcast) in deliver_here {
-                if let Some(live) = act.channels.get(name.as_str()) {
-                    live.addr.do_send(Deliver(broadcast));
-                }
-            }
-            Ok(published)
+                .collect();
+            let forwarded = self.forward(names, &msg, ctx);
+            return Box::pin(actix::fut::wrap_future(forwarded.settle()));
+        }
+        let mut lookup = self.engine.live_channels(&self.app, &prefix);
+        // Resolved at once by the in-memory engine: forward in this handler, in order
+        // with the events and joins before it.
+        if let Some(found) = (&mut lookup).now_or_never() {
+            let forwarded = found.map(|names| self.forward(names, &msg, ctx));
+            return Box::pin(actix::fut::wrap_future(
+                async move { forwarded?.settle().await },
+            ));
+        }
+        Box::pin(lookup.into_actor(self).then(move |found, act, ctx| {
+            let forwarded = found.map(|names| act.forward(names, &msg, ctx));
+            actix::fut::wrap_future(async move { forwarded?.settle().await })
         }))
     }
 }
@@ -221,7 +253,7 @@ impl Handler<ListChannels> for RegistryActor {
         let asks: Vec<_> = self
             .channels
             .iter()
-            .map(|(name, live)| (name.to_string(), live.addr.send(super::channel::Snapshot)))
+            .map(|(name, live)| (name.to_string(), live.addr.send(Snapshot)))
             .collect();
         Box::pin(async move {
             let mut out = Vec::with_capacity(asks.len());
@@ -252,7 +284,7 @@ impl Handler<UpdateRules> for RegistryActor {
         self.rules = msg.0;
         for (name, live) in &self.channels {
             live.addr
-                .do_send(super::channel::UpdateRule(self.rules.find(name).cloned()));
+                .do_send(UpdateRule(self.rules.find(name).cloned()));
         }
     }
 }

@@ -1,10 +1,19 @@
-//! One node, everything in memory: broadcasts are delivered locally at once and
-//! history lives in a ring per channel that outlives the channel actor, expiring
-//! after `history_ttl` without writes.
+//! One node, everything in memory. A publish appends to the channel's history ring
+//! and hands the broadcast to the channel's subscribers in the same step, so history
+//! order is delivery order. Rings outlive the channel actor and expire after
+//! `history_ttl` without writes. Members and per-user slots are counted here too:
+//! the same questions the Redis engine answers for a cluster.
 
-use super::{done, Broadcast, ChannelKey, Engine, EngineResult, HistoryEntry, Published};
+use super::engine::{
+    done, Broadcast, Broker, ChannelKey, Deliver, Engine, EngineResult, HistoryEntry, MemberRecord,
+    Membership, UserSlots,
+};
+use crate::protocol::SharedJson;
+use actix::Recipient;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Ring {
@@ -12,8 +21,25 @@ struct Ring {
     last_write: Instant,
 }
 
+/// A channel that has a subscriber or a member.
+#[derive(Default)]
+struct Live {
+    subscribers: Vec<Recipient<Deliver>>,
+    members: HashMap<Arc<str>, MemberRecord>,
+}
+
+impl Live {
+    fn is_empty(&self) -> bool {
+        self.subscribers.is_empty() && self.members.is_empty()
+    }
+}
+
 pub struct MemoryEngine {
     history: Mutex<HashMap<ChannelKey, Ring>>,
+    live: Mutex<HashMap<ChannelKey, Live>>,
+    users: Mutex<HashMap<(String, String), usize>>,
+    /// Numbers every broadcast, so a joiner skips what its join reply already held.
+    seq: AtomicU64,
     history_ttl: Duration,
 }
 
@@ -21,6 +47,9 @@ impl MemoryEngine {
     pub fn new(history_ttl: Duration) -> Self {
         Self {
             history: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(0),
             history_ttl,
         }
     }
@@ -37,16 +66,23 @@ impl MemoryEngine {
     pub fn channels_with_history(&self) -> usize {
         self.history.lock().len()
     }
+
+    fn with_live<T>(&self, key: &ChannelKey, f: impl FnOnce(&mut Live) -> T) -> T {
+        let mut live = self.live.lock();
+        let entry = live.entry(key.clone()).or_default();
+        let out = f(entry);
+        if entry.is_empty() {
+            live.remove(key);
+        }
+        out
+    }
 }
 
-impl Engine for MemoryEngine {
-    fn clustered(&self) -> bool {
-        false
-    }
-
-    fn publish(&self, key: &ChannelKey, msg: Broadcast) -> EngineResult<Published> {
+impl Broker for MemoryEngine {
+    fn publish(&self, key: &ChannelKey, mut msg: Broadcast) -> EngineResult<()> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        msg.seq = Some(seq);
         if msg.history_cap > 0 {
-            let authenticated_only = msg.audience.authenticated_only();
             let mut h = self.history.lock();
             let ring = h.entry(key.clone()).or_insert_with(|| Ring {
                 entries: VecDeque::new(),
@@ -55,13 +91,21 @@ impl Engine for MemoryEngine {
             ring.last_write = Instant::now();
             ring.entries.push_back(HistoryEntry {
                 json: msg.json.clone(),
-                authenticated_only,
+                audience: msg.audience.clone(),
             });
             while ring.entries.len() > msg.history_cap {
                 ring.entries.pop_front();
             }
         }
-        done(Published::Local(msg))
+        // Sent under the lock: two publishes of one channel reach its subscribers in
+        // the order their history entries were written.
+        let live = self.live.lock();
+        if let Some(l) = live.get(key) {
+            for sink in &l.subscribers {
+                sink.do_send(Deliver(msg.clone()));
+            }
+        }
+        done(())
     }
 
     fn history(&self, key: &ChannelKey) -> EngineResult<Vec<HistoryEntry>> {
@@ -74,6 +118,91 @@ impl Engine for MemoryEngine {
         done(entries)
     }
 
+    fn subscribe(&self, key: &ChannelKey, sink: Recipient<Deliver>) -> EngineResult<()> {
+        self.with_live(key, |l| l.subscribers.push(sink));
+        done(())
+    }
+
+    fn unsubscribe(&self, key: &ChannelKey, sink: Recipient<Deliver>) {
+        self.with_live(key, |l| l.subscribers.retain(|s| s != &sink));
+    }
+
+    fn watermark(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+}
+
+impl Membership for MemoryEngine {
+    fn member_joined(&self, key: &ChannelKey, member: MemberRecord) -> EngineResult<()> {
+        self.with_live(key, |l| l.members.insert(member.socket_id.clone(), member));
+        done(())
+    }
+
+    fn member_left(&self, key: &ChannelKey, socket_id: Arc<str>) -> EngineResult<()> {
+        self.with_live(key, |l| l.members.remove(&socket_id));
+        done(())
+    }
+
+    fn presence(&self, key: &ChannelKey) -> EngineResult<Vec<SharedJson>> {
+        let list = self.live.lock().get(key).map(|l| {
+            l.members
+                .values()
+                .filter(|m| m.presence)
+                .map(|m| m.client.clone())
+                .collect()
+        });
+        done(list.unwrap_or_default())
+    }
+
+    fn find_member(&self, key: &ChannelKey, socket_id: Arc<str>) -> EngineResult<Option<bool>> {
+        let found = self
+            .live
+            .lock()
+            .get(key)
+            .and_then(|l| l.members.get(&socket_id).map(|m| m.authenticated));
+        done(found)
+    }
+
+    fn live_channels(&self, app: &str, prefix: &str) -> EngineResult<Vec<String>> {
+        let names = self
+            .live
+            .lock()
+            .iter()
+            .filter(|(k, l)| !l.subscribers.is_empty() && &*k.app == app)
+            .map(|(k, _)| &k.channel)
+            .filter(|name| name.len() > prefix.len() && name.starts_with(prefix))
+            .map(|name| name.to_string())
+            .collect();
+        done(names)
+    }
+}
+
+impl UserSlots for MemoryEngine {
+    fn admit_user(&self, app: &str, user: &str, limit: usize) -> EngineResult<bool> {
+        let mut users = self.users.lock();
+        let n = users
+            .entry((app.to_string(), user.to_string()))
+            .or_insert(0);
+        let admitted = *n < limit;
+        if admitted {
+            *n += 1;
+        }
+        done(admitted)
+    }
+
+    fn release_user(&self, app: &str, user: &str) {
+        let mut users = self.users.lock();
+        let key = (app.to_string(), user.to_string());
+        if let Some(n) = users.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(&key);
+            }
+        }
+    }
+}
+
+impl Engine for MemoryEngine {
     fn ready(&self) -> bool {
         true
     }
@@ -82,7 +211,7 @@ impl Engine for MemoryEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::Audience;
+    use crate::cluster::engine::Audience;
     use bytes::Bytes;
     use futures_util::FutureExt;
 
@@ -92,20 +221,8 @@ mod tests {
             audience: Audience::everyone(),
             history_cap: cap,
             origin: None,
+            seq: None,
         }
-    }
-
-    #[test]
-    fn history_is_capped_and_ordered() {
-        let e = MemoryEngine::new(Duration::from_secs(60));
-        let k = ChannelKey::new("a", "c");
-        for t in ["1", "2", "3"] {
-            e.publish(&k, msg(t, 2)).now_or_never().unwrap().unwrap();
-        }
-        e.publish(&k, msg("x", 0)).now_or_never().unwrap().unwrap();
-        let h = e.history(&k).now_or_never().unwrap().unwrap();
-        let texts: Vec<_> = h.iter().map(|x| x.json.clone()).collect();
-        assert_eq!(texts, vec![Bytes::from("2"), Bytes::from("3")]);
     }
 
     #[test]
@@ -115,5 +232,15 @@ mod tests {
         e.publish(&k, msg("1", 5)).now_or_never().unwrap().unwrap();
         assert_eq!(e.sweep(), 1);
         assert_eq!(e.channels_with_history(), 0);
+    }
+
+    #[test]
+    fn the_watermark_follows_every_publish() {
+        let e = MemoryEngine::new(Duration::from_secs(60));
+        let k = ChannelKey::new("a", "c");
+        let before = e.watermark();
+        e.publish(&k, msg("1", 0)).now_or_never().unwrap().unwrap();
+        e.publish(&k, msg("2", 5)).now_or_never().unwrap().unwrap();
+        assert_eq!(e.watermark(), before + 2);
     }
 }

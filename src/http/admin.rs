@@ -13,7 +13,8 @@ pub fn authorized(req: &HttpRequest, state: &ServerState) -> bool {
     let Some(expected) = state.admin_token.as_deref() else {
         return false;
     };
-    crate::http::bearer(req).is_some_and(|given| crate::http::publish::key_matches(given, expected))
+    crate::http::api_key::bearer(req)
+        .is_some_and(|given| crate::http::api_key::key_matches(given, expected))
 }
 
 /// The refusal for a request that may not use the admin API, if any.

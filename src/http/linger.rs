@@ -1,6 +1,6 @@
 //! Closing a socket whose peer stopped reading. The HTTP dispatcher only finishes a
 //! connection after flushing what it buffered, which never happens when the peer
-//! does not read; PROTOCOL.md section 9 wants the TCP connection closed within 5 s
+//! does not read; docs/protocol.md section 9 wants the TCP connection closed within 5 s
 //! all the same. We keep the raw socket (captured at accept) and, if that very
 //! socket is still open after the grace period, reset the connection ourselves.
 

@@ -1,6 +1,7 @@
 //! HTTP: the WebSocket upgrade, the publish API and health, on one port.
 
 pub mod admin;
+pub mod api_key;
 pub mod health;
 pub mod linger;
 pub mod pages;
@@ -11,16 +12,6 @@ pub mod ws;
 use crate::state::ServerState;
 use actix_web::web;
 use std::sync::Arc;
-
-/// The token of an `Authorization: Bearer <token>` header.
-pub fn bearer(req: &actix_web::HttpRequest) -> Option<&str> {
-    req.headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
 
 pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<ServerState>) {
     let publish_limit = state.limits.max_publish_bytes;

@@ -1,19 +1,10 @@
-//! `POST /api/apps/{hash}/events`: backends publish events (PROTOCOL.md section 6).
+//! `POST /api/apps/{hash}/events`: backends publish events (docs/protocol.md section 6).
 
 use crate::events::parse_events;
+use crate::http::api_key::{bearer, key_matches};
 use crate::state::ServerState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::Arc;
-
-pub fn key_matches(given: &str, expected: &str) -> bool {
-    // Constant time over the expected key's length.
-    let (g, e) = (given.as_bytes(), expected.as_bytes());
-    let mut diff = g.len() ^ e.len();
-    for (i, b) in e.iter().enumerate() {
-        diff |= (*b ^ g.get(i).copied().unwrap_or(0)) as usize;
-    }
-    diff == 0
-}
 
 fn reply(status: u16, message: &str) -> HttpResponse {
     crate::metrics::publish_request(status);
@@ -30,7 +21,7 @@ pub async fn publish(
     let Some(app) = state.app(path.as_str()) else {
         return reply(404, "unknown app");
     };
-    let given = super::bearer(&req).unwrap_or("");
+    let given = bearer(&req).unwrap_or("");
     let settings = app.settings();
     if !key_matches(given, &settings.config.api_key) {
         return reply(401, "invalid API key");
@@ -60,17 +51,4 @@ pub async fn publish(
     }
     crate::metrics::publish_request(202);
     HttpResponse::Accepted().json(serde_json::json!({ "accepted": count }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_keys_compare_exactly() {
-        assert!(key_matches("secret-key", "secret-key"));
-        assert!(!key_matches("secret-ke", "secret-key"));
-        assert!(!key_matches("secret-keyy", "secret-key"));
-        assert!(!key_matches("", "secret-key"));
-    }
 }

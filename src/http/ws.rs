@@ -8,7 +8,7 @@ use crate::config::InvalidToken;
 use crate::http::linger::RawSocket;
 use crate::outbox::{Outbox, OutboxBody};
 use crate::protocol::{self, close};
-use crate::state::{Admission, Refused, ServerState};
+use crate::state::{Admission, AppContext, AppSettings, Refused, ServerState};
 use actix::{Actor, AsyncContext};
 use actix_codec::Decoder;
 use actix_http::ws::{Codec, Frame, ProtocolError};
@@ -26,14 +26,8 @@ pub async fn upgrade(
     state: web::Data<Arc<ServerState>>,
 ) -> HttpResponse {
     let state = state.get_ref().clone();
-    if state.is_draining() {
-        return HttpResponse::ServiceUnavailable().body("draining");
-    }
-    if let (Some(limiter), Some(peer)) = (&state.connect_limiter, req.peer_addr()) {
-        if limiter.check_key(&peer.ip()).is_err() {
-            crate::metrics::disconnect("connect rate");
-            return HttpResponse::TooManyRequests().body("too many connections from this address");
-        }
+    if let Some(refused) = refuse_before_handshake(&state, &req) {
+        return refused;
     }
     let mut response = match actix_http::ws::handshake(req.head()) {
         Ok(r) => r,
@@ -41,30 +35,12 @@ pub async fn upgrade(
     };
     // The SDK offers its token as the only subprotocol; the 101 must select it, or
     // browsers and `ws` abort. Of a list, the first is the token and is selected.
-    let offered = req
-        .headers()
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty());
+    let offered = offered_subprotocol(&req);
     if let Some(p) = &offered {
         response.insert_header(("sec-websocket-protocol", p.as_str()));
     }
-    let token = offered
-        .clone()
-        .or_else(|| super::bearer(&req).map(str::to_string));
-
-    let limits = &state.limits;
-    let outbox = Outbox::new(limits.send_queue_bytes);
-    let refuse = |outbox: &Arc<Outbox>, message: Option<&str>, code: u16, reason: &'static str| {
-        crate::metrics::disconnect(reason);
-        if let Some(m) = message {
-            crate::metrics::error_sent(m);
-            outbox.push(protocol::error_frame(None, m));
-        }
-        outbox.close(code, reason, false);
-    };
+    let token = offered.or_else(|| crate::http::api_key::bearer(&req).map(str::to_string));
+    let outbox = Outbox::new(state.limits.send_queue_bytes);
     let Some(app) = state.app(path.as_str()) else {
         refuse(
             &outbox,
@@ -75,56 +51,126 @@ pub async fn upgrade(
         return respond(response, OutboxBody::new(outbox));
     };
     let settings = app.settings();
-    if !settings.config.allowed_origins.is_empty() {
-        // Cross-site WebSocket hijacking: browsers always send Origin; other clients may not.
-        if let Some(origin) = req.headers().get("origin").and_then(|v| v.to_str().ok()) {
-            if !settings.config.allowed_origins.iter().any(|o| o == origin) {
-                crate::metrics::disconnect("origin refused");
-                return HttpResponse::Forbidden().body("origin not allowed");
-            }
-        }
+    if !origin_allowed(&settings.config.allowed_origins, &req) {
+        crate::metrics::disconnect("origin refused");
+        return HttpResponse::Forbidden().body("origin not allowed");
     }
-    let socket_id = auth::new_socket_id();
-    let identity = match token {
-        None => Identity::anonymous(socket_id),
-        Some(token) => match settings.verifier.verify(&token, socket_id.clone()) {
-            Ok(identity) => identity,
-            Err(e) => {
-                let message = format!("Auth token rejected: {e}");
-                if settings.config.invalid_token == InvalidToken::Reject {
-                    refuse(
-                        &outbox,
-                        Some(&message),
-                        close::UNAUTHORIZED,
-                        "token rejected",
-                    );
-                    return respond(response, OutboxBody::new(outbox));
-                }
-                crate::metrics::error_sent(&message);
-                outbox.push(protocol::error_frame(None, &message));
-                Identity::anonymous(socket_id)
-            }
-        },
+    let Some(identity) = identify(&settings, token, &outbox) else {
+        return respond(response, OutboxBody::new(outbox));
     };
     let user = identity
         .authenticated
         .then(|| (app.hash.clone(), identity.row_id_key()));
     let admission = match Admission::admit(&state, user).await {
         Ok(a) => a,
-        Err(Refused::ServerFull) => {
-            refuse(&outbox, None, close::OVERLOAD, "server full");
-            return respond(response, OutboxBody::new(outbox));
-        }
-        Err(Refused::UserFull) => {
-            refuse(
-                &outbox,
-                None,
-                close::TOO_MANY_FOR_USER,
-                "too many connections for this user",
-            );
+        Err(refused) => {
+            let (code, reason) = match refused {
+                Refused::ServerFull => (close::OVERLOAD, "server full"),
+                Refused::UserFull => (
+                    close::TOO_MANY_FOR_USER,
+                    "too many connections for this user",
+                ),
+            };
+            refuse(&outbox, None, code, reason);
             return respond(response, OutboxBody::new(outbox));
         }
     };
+    let body = OutboxBody::new(outbox.clone());
+    let raw_socket = req.conn_data::<RawSocket>().copied();
+    let frames = FrameStream::new(payload, state.limits.max_frame_bytes);
+    start_connection(state, app, identity, outbox, admission, raw_socket, frames);
+    respond(response, body)
+}
+
+/// Refusals that need no handshake: a draining node, a client over the connect rate.
+fn refuse_before_handshake(state: &ServerState, req: &HttpRequest) -> Option<HttpResponse> {
+    if state.is_draining() {
+        return Some(HttpResponse::ServiceUnavailable().body("draining"));
+    }
+    if let (Some(limiter), Some(peer)) = (&state.connect_limiter, req.peer_addr()) {
+        if limiter.check_key(&peer.ip()).is_err() {
+            crate::metrics::disconnect("connect rate");
+            return Some(
+                HttpResponse::TooManyRequests().body("too many connections from this address"),
+            );
+        }
+    }
+    None
+}
+
+/// The first subprotocol offered (the SDK's token), if any.
+fn offered_subprotocol(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Cross-site WebSocket hijacking: browsers always send Origin; other clients may
+/// not, and are let through.
+fn origin_allowed(allowed: &[String], req: &HttpRequest) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match req.headers().get("origin").and_then(|v| v.to_str().ok()) {
+        Some(origin) => allowed.iter().any(|o| o == origin),
+        None => true,
+    }
+}
+
+/// Close a socket before it started: an optional error frame, then the close.
+fn refuse(outbox: &Arc<Outbox>, message: Option<&str>, code: u16, reason: &'static str) {
+    crate::metrics::disconnect(reason);
+    if let Some(m) = message {
+        crate::metrics::error_sent(m);
+        outbox.push(protocol::error_frame(None, m));
+    }
+    outbox.close(code, reason, false);
+}
+
+/// Who the socket is: anonymous without a token; with a bad one, anonymous with an
+/// error frame, or refused (None) when the app says `invalid_token = "reject"`.
+fn identify(
+    settings: &AppSettings,
+    token: Option<String>,
+    outbox: &Arc<Outbox>,
+) -> Option<Identity> {
+    let socket_id = auth::new_socket_id();
+    let Some(token) = token else {
+        return Some(Identity::anonymous(socket_id));
+    };
+    match settings.verifier.verify(&token, socket_id.clone()) {
+        Ok(identity) => Some(identity),
+        Err(e) => {
+            let message = format!("Auth token rejected: {e}");
+            if settings.config.invalid_token == InvalidToken::Reject {
+                refuse(
+                    outbox,
+                    Some(&message),
+                    close::UNAUTHORIZED,
+                    "token rejected",
+                );
+                return None;
+            }
+            crate::metrics::error_sent(&message);
+            outbox.push(protocol::error_frame(None, &message));
+            Some(Identity::anonymous(socket_id))
+        }
+    }
+}
+
+/// Start the socket's connection actor, fed by the decoded frames.
+fn start_connection(
+    state: Arc<ServerState>,
+    app: Arc<AppContext>,
+    identity: Identity,
+    outbox: Arc<Outbox>,
+    admission: Admission,
+    raw_socket: Option<RawSocket>,
+    frames: FrameStream,
+) {
     crate::metrics::connection_opened(&app.hash);
     tracing::info!(
         socket = %identity.socket_id,
@@ -133,9 +179,6 @@ pub async fn upgrade(
         authenticated = identity.authenticated,
         "connected"
     );
-    let raw_socket = req.conn_data::<RawSocket>().copied();
-    let frames = FrameStream::new(payload, limits.max_frame_bytes);
-    let body = OutboxBody::new(outbox.clone());
     ConnectionActor::create(move |ctx| {
         ctx.add_stream(frames);
         ConnectionActor::new(
@@ -145,10 +188,9 @@ pub async fn upgrade(
             outbox,
             admission,
             raw_socket,
-            ctx.address(),
+            ctx.address().recipient(),
         )
     });
-    respond(response, body)
 }
 
 fn respond(mut builder: actix_http::ResponseBuilder, body: OutboxBody) -> HttpResponse {

@@ -1,30 +1,42 @@
-//! Client messages and history requests in a channel: public messages to the
-//! members (or the authenticated ones), direct messages to one socket on any node,
-//! and history replies that leave out what the asker could not have received live.
+//! What a channel publishes besides presence: client messages (public, to the
+//! members or the authenticated ones; direct, to one socket on any node), backend
+//! events the registry forwards, and history replies that leave out what the asker
+//! could not have received live.
 
 use super::*;
+use crate::cluster::{EngineError, HistoryEntry};
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
 
-/// A client message that passed the sender-side checks, rate limit and trigger.
+/// Whom a client message is for, once its sender passed the checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addressed {
+    /// Every member, or only the authenticated ones.
+    Members { authenticated_only: bool },
+    /// One socket; `flagged_authenticated` is echoed in the frame as sent.
+    Socket {
+        id: Arc<str>,
+        flagged_authenticated: bool,
+    },
+}
+
+/// A client message whose sender passed its checks, rate limit and trigger.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ClientMessage {
     pub sender: Arc<str>,
     pub payload: Box<RawValue>,
-    pub requested_authenticated: bool,
-    pub target: Option<String>,
+    pub to: Addressed,
 }
 
 impl ChannelActor {
-    fn public_message(&mut self, sender: &Member, msg: ClientMessage, ctx: &mut Context<Self>) {
-        let authenticated_only = match rules::check_public_message(
-            &self.rule,
-            &sender.identity,
-            msg.requested_authenticated,
-        ) {
-            Ok(a) => a,
-            Err(denied) => return self.send_error(sender, denied),
-        };
-        let broadcast = Broadcast {
+    fn public_message(
+        &mut self,
+        sender: &Member,
+        msg: ClientMessage,
+        authenticated_only: bool,
+    ) -> Broadcast {
+        Broadcast {
             json: protocol::message_json(
                 self.channel(),
                 authenticated_only,
@@ -35,8 +47,8 @@ impl ChannelActor {
             audience: Audience::Members { authenticated_only },
             history_cap: self.rule.settings.message_history,
             origin: Some(msg.sender),
-        };
-        self.publish(broadcast, ctx);
+            seq: None,
+        }
     }
 
     /// A direct message once the target's authentication is known (None: not a member).
@@ -47,27 +59,30 @@ impl ChannelActor {
         target_authenticated: Option<bool>,
         ctx: &mut Context<Self>,
     ) {
-        let target = msg.target.clone().unwrap_or_default();
-        if let Err(denied) =
-            rules::check_direct_message(&self.rule, &sender.identity, target_authenticated)
-        {
+        let Addressed::Socket {
+            id,
+            flagged_authenticated,
+        } = &msg.to
+        else {
+            return;
+        };
+        if let Err(denied) = rules::check_direct_recipient(&self.rule, target_authenticated) {
             return self.send_error(sender, denied);
         }
         let broadcast = Broadcast {
             json: protocol::message_json(
                 self.channel(),
-                msg.requested_authenticated,
-                Some(&target),
+                *flagged_authenticated,
+                Some(id),
                 &sender.client,
                 &msg.payload,
             ),
-            audience: Audience::Socket {
-                id: Arc::from(target.as_str()),
-            },
+            audience: Audience::Socket { id: id.clone() },
             history_cap: 0,
-            origin: Some(msg.sender),
+            origin: Some(msg.sender.clone()),
+            seq: None,
         };
-        self.publish(broadcast, ctx);
+        self.publish(broadcast, ctx, |_, _, _| {});
     }
 }
 
@@ -78,21 +93,57 @@ impl Handler<ClientMessage> for ChannelActor {
         let Some(sender) = self.members.get(&msg.sender).cloned() else {
             return; // it left (or was dropped) while the message was on its way
         };
-        let Some(target) = msg.target.as_deref() else {
-            return self.public_message(&sender, msg, ctx);
+        let target = match &msg.to {
+            Addressed::Members { authenticated_only } => {
+                let authenticated_only = *authenticated_only;
+                let broadcast = self.public_message(&sender, msg, authenticated_only);
+                return self.publish(broadcast, ctx, |_, _, _| {});
+            }
+            Addressed::Socket { id, .. } => id.clone(),
         };
-        if let Some(local) = self.members.get(target) {
+        // A local member answers at once; else the engine knows every node's members.
+        if let Some(local) = self.members.get(&target) {
             let authenticated = local.identity.authenticated;
             return self.direct_message(&sender, msg, Some(authenticated), ctx);
         }
-        if !self.engine.clustered() {
-            return self.direct_message(&sender, msg, None, ctx);
-        }
-        // The target may be a member on another node.
-        let fut = self.engine.find_member(&self.key, Arc::from(target));
+        let fut = self.engine.find_member(&self.key, target);
         self.run(ctx, fut, move |act, result, ctx| match result {
             Ok(found) => act.direct_message(&sender, msg, found, ctx),
             Err(_) => act.send_error(&sender, Denied::Unavailable),
+        });
+    }
+}
+
+/// A backend event for this channel, forwarded by the registry so that the channel
+/// stays the only writer of its history. `local_only`: every node received it from
+/// the engine already, deliver it to this node's members without publishing.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelEvent {
+    pub broadcast: Broadcast,
+    pub local_only: bool,
+    /// Told whether the engine took it.
+    pub done: Option<oneshot::Sender<Result<(), EngineError>>>,
+}
+
+impl Handler<ChannelEvent> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChannelEvent, ctx: &mut Context<Self>) {
+        let done = msg.done;
+        if msg.local_only {
+            self.deliver(&msg.broadcast, ctx);
+            if let Some(done) = done {
+                let _ = done.send(Ok(()));
+            }
+            return;
+        }
+        self.publish(msg.broadcast, ctx, move |act, result, _| {
+            if let Some(done) = done {
+                let _ = done.send(result);
+            }
+            // Started for this event alone: the registry may stop it now.
+            act.report_if_idle();
         });
     }
 }
@@ -106,7 +157,26 @@ pub struct HistoryRequest {
 impl Handler<HistoryRequest> for ChannelActor {
     type Result = ();
 
+    /// Answered after every broadcast this channel published before the request:
+    /// those are on their way back through the mailbox (`Deliver`), so the answer
+    /// goes behind them. Clients (and tests) use a history request as a barrier.
     fn handle(&mut self, msg: HistoryRequest, ctx: &mut Context<Self>) {
+        ctx.address().do_send(AnswerHistory {
+            socket_id: msg.socket_id,
+        });
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AnswerHistory {
+    socket_id: Arc<str>,
+}
+
+impl Handler<AnswerHistory> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AnswerHistory, ctx: &mut Context<Self>) {
         let fut: BoxFuture<'static, Result<Vec<HistoryEntry>, EngineError>> =
             if self.rule.settings.message_history == 0 {
                 crate::cluster::done(Vec::new())
@@ -121,15 +191,11 @@ impl Handler<HistoryRequest> for ChannelActor {
                 Ok(h) => h,
                 Err(_) => return act.send_error(member, Denied::Unavailable),
             };
-            let authenticated = member.identity.authenticated;
             member.outbox.push(protocol::history_frame(
                 "history",
                 act.channel(),
                 None,
-                history
-                    .iter()
-                    .filter(|e| rules::reaches(e.authenticated_only, authenticated))
-                    .map(|e| e.json.as_ref()),
+                act.visible_history(&msg.socket_id, member, &history),
             ));
         });
     }

@@ -27,14 +27,13 @@ use events::{collect_entries, durable_events};
 use presence::{heartbeats, parse_record};
 use publish::{decode_envelope, encode_envelope, Pending, MAX_PENDING};
 
-use super::{
-    Audience, Broadcast, ChannelKey, Deliver, Engine, EngineError, EngineResult, HistoryEntry,
-    MemberRecord, Published,
+use crate::cluster::engine::{
+    Audience, Broadcast, Broker, ChannelKey, Deliver, Engine, EngineError, EngineResult, EventSink,
+    HistoryEntry, MemberRecord, Membership, UserSlots,
 };
 use crate::protocol::{self, SharedJson};
 use actix::Recipient;
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -45,10 +44,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
-
-/// Handles an event envelope from Redis (`durable`: from the stream, publish it
-/// cluster-wide; else deliver to this node's members). Answers whether it is done.
-pub type EventSink = Arc<dyn Fn(Bytes, bool) -> BoxFuture<'static, bool> + Send + Sync>;
 
 /// KEYS: topic, history list, recovery stream. ARGV: envelope, history cap,
 /// history TTL (ms), history entry. Every broadcast is also kept briefly in the
@@ -205,22 +200,24 @@ impl RedisEngine {
         Ok(RedisEngine { inner })
     }
 
-    /// Where events published by backends through Redis go.
-    pub fn set_event_sink(&self, sink: EventSink) {
-        *self.inner.events.lock() = Some(sink);
-    }
-
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
     }
 }
 
 impl Engine for RedisEngine {
-    fn clustered(&self) -> bool {
-        true
+    fn ready(&self) -> bool {
+        self.inner.connected.load(Ordering::Acquire)
     }
 
-    fn publish(&self, key: &ChannelKey, msg: Broadcast) -> EngineResult<Published> {
+    /// Where events published by backends through Redis go.
+    fn set_event_sink(&self, sink: EventSink) {
+        *self.inner.events.lock() = Some(sink);
+    }
+}
+
+impl Broker for RedisEngine {
+    fn publish(&self, key: &ChannelKey, msg: Broadcast) -> EngineResult<()> {
         let inner = self.inner.clone();
         let topic = inner.topic(key);
         let history = inner.history_key(key);
@@ -230,13 +227,7 @@ impl Engine for RedisEngine {
             if !inner.connected.load(Ordering::Acquire) {
                 return Err(EngineError::Unavailable("Redis unreachable".into()));
             }
-            let mut entry = Vec::with_capacity(msg.json.len() + 1);
-            entry.push(if msg.audience.authenticated_only() {
-                b'1'
-            } else {
-                b'0'
-            });
-            entry.extend_from_slice(&msg.json);
+            let entry = publish::encode_history_entry(&msg);
             let mid = inner.next_mid();
             let envelope = encode_envelope(&mid, &msg);
             // Tracked only where this node will see it come back (a local subscription).
@@ -276,7 +267,7 @@ impl Engine for RedisEngine {
                 return Err(unavailable(e));
             }
             crate::metrics::redis_roundtrip(started.elapsed());
-            Ok(Published::Remote)
+            Ok(())
         })
     }
 
@@ -287,18 +278,10 @@ impl Engine for RedisEngine {
             let mut conn = inner.conn();
             let raw: Vec<Vec<u8>> = conn.lrange(list, 0, -1).await.map_err(unavailable)?;
             Ok(raw
-                .into_iter()
-                .filter(|e| !e.is_empty())
-                .map(|e| HistoryEntry {
-                    authenticated_only: e[0] == b'1',
-                    json: Bytes::copy_from_slice(&e[1..]),
-                })
+                .iter()
+                .filter_map(|e| publish::decode_history_entry(e))
                 .collect())
         })
-    }
-
-    fn ready(&self) -> bool {
-        self.inner.connected.load(Ordering::Acquire)
     }
 
     fn subscribe(&self, key: &ChannelKey, sink: Recipient<Deliver>) -> EngineResult<()> {
@@ -316,7 +299,7 @@ impl Engine for RedisEngine {
             route.recipients.len() == 1
         };
         if !first {
-            return super::done(());
+            return crate::cluster::engine::done(());
         }
         // Queued in call order, so a later unsubscribe can't overtake it.
         let (ack_tx, ack_rx) = oneshot::channel();
@@ -326,6 +309,11 @@ impl Engine for RedisEngine {
                 .await
                 .unwrap_or_else(|_| Err(EngineError::Unavailable("bridge stopped".into())))
         })
+    }
+
+    /// Broadcasts are not numbered here: the bridge skips repeats by stream id.
+    fn watermark(&self) -> u64 {
+        0
     }
 
     fn unsubscribe(&self, key: &ChannelKey, sink: Recipient<Deliver>) {
@@ -339,7 +327,9 @@ impl Engine for RedisEngine {
             }
         }
     }
+}
 
+impl Membership for RedisEngine {
     fn member_joined(&self, key: &ChannelKey, member: MemberRecord) -> EngineResult<()> {
         let inner = self.inner.clone();
         let hash = inner.members_key(key);
@@ -421,7 +411,7 @@ impl Engine for RedisEngine {
         })
     }
 
-    fn live_channels(&self, app: &str, prefix: &str) -> EngineResult<Option<Vec<String>>> {
+    fn live_channels(&self, app: &str, prefix: &str) -> EngineResult<Vec<String>> {
         let inner = self.inner.clone();
         let topic_prefix = format!("{}{}:ch:", inner.prefix, app);
         let pattern = format!("{}{}*", glob_escape(&topic_prefix), glob_escape(prefix));
@@ -434,17 +424,17 @@ impl Engine for RedisEngine {
                 .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            Ok(Some(
-                topics
-                    .into_iter()
-                    .filter_map(|t| t.strip_prefix(&topic_prefix).map(str::to_string))
-                    .filter(|name| name.len() > min_len)
-                    .collect(),
-            ))
+            Ok(topics
+                .into_iter()
+                .filter_map(|t| t.strip_prefix(&topic_prefix).map(str::to_string))
+                .filter(|name| name.len() > min_len)
+                .collect())
         })
     }
+}
 
-    fn admit_user(&self, app: &str, user: &str, limit: usize) -> EngineResult<Option<bool>> {
+impl UserSlots for RedisEngine {
+    fn admit_user(&self, app: &str, user: &str, limit: usize) -> EngineResult<bool> {
         let inner = self.inner.clone();
         let key = inner.user_key(app, user);
         let node_key = inner.node_key(&inner.node_id);
@@ -465,7 +455,7 @@ impl Engine for RedisEngine {
             if admitted == 1 {
                 *inner.own_users.lock().entry((app, user)).or_insert(0) += 1;
             }
-            Ok(Some(admitted == 1))
+            Ok(admitted == 1)
         })
     }
 

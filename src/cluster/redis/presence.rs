@@ -88,6 +88,7 @@ impl Inner {
                         },
                         history_cap: 0,
                         origin: None,
+                        seq: None,
                     };
                     let _: i64 = self
                         .publish_script

@@ -94,6 +94,48 @@ pub(super) fn encode_envelope(mid: &str, b: &Broadcast) -> Vec<u8> {
     out
 }
 
+/// A history list entry: a flag byte (`0` everyone, `1` authenticated members only),
+/// or `a` + the audience as a JSON line (an event aimed at one user), then the frame.
+pub(super) fn encode_history_entry(b: &Broadcast) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.json.len() + 1);
+    match &b.audience {
+        Audience::Members { authenticated_only } => {
+            out.push(if *authenticated_only { b'1' } else { b'0' })
+        }
+        audience => {
+            out.push(b'a');
+            out.extend(serde_json::to_vec(audience).expect("audiences serialise"));
+            out.push(b'\n');
+        }
+    }
+    out.extend_from_slice(&b.json);
+    out
+}
+
+pub(super) fn decode_history_entry(e: &[u8]) -> Option<HistoryEntry> {
+    let (&flag, rest) = e.split_first()?;
+    let (audience, json) = match flag {
+        b'0' | b'1' => (
+            Audience::Members {
+                authenticated_only: flag == b'1',
+            },
+            rest,
+        ),
+        b'a' => {
+            let split = rest.iter().position(|&c| c == b'\n')?;
+            (
+                serde_json::from_slice(&rest[..split]).ok()?,
+                &rest[split + 1..],
+            )
+        }
+        _ => return None,
+    };
+    Some(HistoryEntry {
+        json: Bytes::copy_from_slice(json),
+        audience,
+    })
+}
+
 pub(super) fn decode_envelope(payload: &[u8]) -> Option<(String, Broadcast)> {
     let split = payload.iter().position(|&c| c == b'\n')?;
     let header: Header = serde_json::from_slice(&payload[..split]).ok()?;
@@ -104,6 +146,7 @@ pub(super) fn decode_envelope(payload: &[u8]) -> Option<(String, Broadcast)> {
             audience: header.a,
             history_cap: 0,
             origin: None,
+            seq: None,
         },
     ))
 }
@@ -139,21 +182,25 @@ mod tests {
             Audience::Presence {
                 except: Arc::from("s2"),
             },
-            Audience::User {
+            Audience::User(crate::rules::EventTarget {
                 row_id: "42".into(),
                 dbo_id: Some(7),
-            },
+            }),
         ] {
             let b = Broadcast {
                 json: Bytes::from_static(br#"{"action":"message","payload":"a\nb"}"#),
                 audience: audience.clone(),
                 history_cap: 5,
                 origin: None,
+                seq: None,
             };
             let (mid, back) = decode_envelope(&encode_envelope("n:1", &b)).unwrap();
             assert_eq!(mid, "n:1");
             assert_eq!(back.audience, audience);
             assert_eq!(back.json, b.json);
+            let stored = decode_history_entry(&encode_history_entry(&b)).unwrap();
+            assert_eq!(stored.audience, audience);
+            assert_eq!(stored.json, b.json);
         }
     }
 }
