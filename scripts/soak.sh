@@ -132,6 +132,7 @@ admin_token = "$ADMIN_TOKEN"
 [limits]
 max_channels_per_socket = 100
 messages_per_minute = 0
+frames_per_minute = 0
 send_queue_bytes = 1048576
 ping_interval_s = 25
 pong_timeout_s = 60

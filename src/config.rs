@@ -122,8 +122,18 @@ impl Config {
         let mut hashes = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             let at = |k: &str| format!("apps[{i}].{k}");
-            if app.hash.is_empty() || app.hash.contains('/') {
-                return Err(invalid(at("hash"), "must be non-empty and contain no '/'"));
+            // Hashes are parts of URLs and of Redis keys (`<prefix><hash>:ch:…`): a `:`
+            // would let two apps' keys collide.
+            let hash_ok = !app.hash.is_empty()
+                && app
+                    .hash
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !hash_ok {
+                return Err(invalid(
+                    at("hash"),
+                    "must be one or more of A-Z, a-z, 0-9, '_' and '-'",
+                ));
             }
             if !hashes.insert(app.hash.as_str()) {
                 return Err(invalid(

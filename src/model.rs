@@ -63,6 +63,20 @@ pub struct Limits {
     pub max_publish_bytes: usize,
     /// New WebSockets per second from one IP address (0 = off); beyond: HTTP 429.
     pub connects_per_ip_per_s: u32,
+    /// Largest join ack, history reply or `presence_full` (JSON bytes); never more
+    /// than half of `send_queue_bytes` (see `reply_budget`).
+    pub max_reply_bytes: usize,
+    /// Client frames of any kind per socket per minute (0 = off); a socket that
+    /// sends ten times as many within a minute is closed with 1008.
+    pub frames_per_minute: u32,
+}
+
+impl Limits {
+    /// The bytes a reply may take: `max_reply_bytes`, but at most half of a
+    /// socket's queue, so a reply never closes the socket it answers.
+    pub fn reply_budget(&self) -> usize {
+        self.max_reply_bytes.min(self.send_queue_bytes / 2)
+    }
 }
 
 impl Default for Limits {
@@ -78,6 +92,8 @@ impl Default for Limits {
             pong_timeout_s: 60,
             max_publish_bytes: 1_048_576,
             connects_per_ip_per_s: 0,
+            max_reply_bytes: 262_144,
+            frames_per_minute: 1200,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const RESTART: u16 = 1012;
     pub const OVERLOAD: u16 = 1013;
@@ -419,6 +420,18 @@ pub fn history_frame<'a>(
     client: Option<&RawValue>,
     entries: impl Iterator<Item = &'a [u8]>,
 ) -> Frame {
+    history_frame_within(action, channel, client, entries, usize::MAX)
+}
+
+/// A history reply of at most `budget` bytes of JSON: the newest entries that fit,
+/// oldest first (docs/protocol.md section 9), so a join always gets its ack.
+pub fn history_frame_within<'a>(
+    action: &str,
+    channel: &str,
+    client: Option<&RawValue>,
+    entries: impl Iterator<Item = &'a [u8]>,
+    budget: usize,
+) -> Frame {
     let head = encode(
         action,
         ChannelOptions { channel },
@@ -428,7 +441,18 @@ pub fn history_frame<'a>(
     // Replace the trailing `null}` with the history list, keeping entries as stored.
     let mut json = head[..head.len() - "null}".len()].to_vec();
     json.extend_from_slice(b"{\"history\":[");
-    for (i, entry) in entries.enumerate() {
+    let entries: Vec<&[u8]> = entries.collect();
+    let mut room = budget.saturating_sub(json.len() + 3);
+    let mut first = entries.len();
+    for entry in entries.iter().rev() {
+        let cost = entry.len() + 1; // and its comma
+        if cost > room {
+            break;
+        }
+        room -= cost;
+        first -= 1;
+    }
+    for (i, entry) in entries[first..].iter().enumerate() {
         if i > 0 {
             json.push(b',');
         }
@@ -446,19 +470,38 @@ pub fn presence_full_frame<'a>(
     channel: &str,
     members: impl Iterator<Item = &'a RawValue>,
 ) -> Frame {
+    presence_full_frame_within(channel, members, usize::MAX).0
+}
+
+/// A `presence_full` of at most about `budget` bytes: the first members that fit.
+/// Answers the frame and how many members it lists.
+pub fn presence_full_frame_within<'a>(
+    channel: &str,
+    members: impl Iterator<Item = &'a RawValue>,
+    budget: usize,
+) -> (Frame, usize) {
     #[derive(Serialize)]
     struct P<'a> {
         presence: Vec<&'a RawValue>,
     }
-    let payload = P {
-        presence: members.collect(),
-    };
-    text_frame(&encode(
+    let mut room = budget.saturating_sub(64 + channel.len());
+    let mut presence = Vec::new();
+    for member in members {
+        let cost = member.get().len() + 1;
+        if cost > room {
+            break;
+        }
+        room -= cost;
+        presence.push(member);
+    }
+    let listed = presence.len();
+    let frame = text_frame(&encode(
         "presence_full",
         ChannelOptions { channel },
         None,
-        payload,
-    ))
+        P { presence },
+    ));
+    (frame, listed)
 }
 
 /// The JSON text of a presence update (a broadcast, so JSON rather than a frame).

@@ -41,9 +41,15 @@ impl AppSettings {
 
 impl AppContext {
     /// Start an app (its registry runs on the current arbiter).
-    pub fn start(settings: AppSettings, engine: Arc<dyn Engine>) -> Arc<AppContext> {
+    /// `reply_budget`: the largest reply a channel sends (`Limits::reply_budget`).
+    pub fn start(
+        settings: AppSettings,
+        engine: Arc<dyn Engine>,
+        reply_budget: usize,
+    ) -> Arc<AppContext> {
         let hash: Arc<str> = Arc::from(settings.config.hash.as_str());
-        let registry = RegistryActor::new(hash.clone(), settings.rules.clone(), engine);
+        let registry =
+            RegistryActor::new(hash.clone(), settings.rules.clone(), engine, reply_budget);
         Arc::new(AppContext {
             hash,
             registry: actix::Actor::start(registry),
@@ -91,7 +97,7 @@ impl ServerState {
             let settings = AppSettings::build(app)?;
             apps.insert(
                 app.hash.clone(),
-                AppContext::start(settings, engine.clone()),
+                AppContext::start(settings, engine.clone(), config.limits.reply_budget()),
             );
         }
         Ok(Arc::new(Self {
@@ -134,7 +140,8 @@ impl ServerState {
             match apps.get(&hash) {
                 Some(app) => app.replace(s),
                 None => {
-                    apps.insert(hash, AppContext::start(s, self.engine.clone()));
+                    let budget = self.limits.reply_budget();
+                    apps.insert(hash, AppContext::start(s, self.engine.clone(), budget));
                 }
             }
         }

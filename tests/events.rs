@@ -200,12 +200,17 @@ async fn wrong_or_missing_api_key_is_401() {
     expect_only_marker(&server, &mut c, "chat/key").await;
 }
 
+/// Issue 12, item 9: an unknown app gets the same 401 as a wrong key (it used to be
+/// 404, telling a caller which app hashes exist).
 #[tokio::test]
-async fn unknown_app_is_404() {
+async fn unknown_app_is_401_like_a_wrong_key() {
     let server = TestServer::start();
     let body = json!({"channel":"chat/x","event":"x","data":1}).to_string();
-    let (status, _) = http_post(server.addr, "/api/apps/nope/events", Some(API_KEY), &body).await;
-    assert_eq!(status, 404);
+    let (status, answer) =
+        http_post(server.addr, "/api/apps/nope/events", Some(API_KEY), &body).await;
+    assert_eq!(status, 401, "{answer}");
+    let (status, wrong_key) = http_post(server.addr, PATH, Some("wrong-key"), &body).await;
+    assert_eq!((status, answer), (401, wrong_key));
 }
 
 #[tokio::test]
@@ -504,4 +509,25 @@ async fn a_stored_event_for_one_user_is_shown_to_that_user_alone() {
         json!({"history": [private, public]}),
         "user 42's join ack"
     );
+}
+
+/// Issue 12, item 9: the key is checked from the headers before the body is read. A
+/// caller with a wrong key announcing a 1 MiB body is answered 401 without sending it.
+#[tokio::test]
+async fn a_wrong_key_is_refused_before_the_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start();
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-key\r\n\
+         Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut answer))
+        .await
+        .expect("an answer before the body was sent")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
 }

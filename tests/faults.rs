@@ -1,4 +1,4 @@
-//! Faults with real processes (issue 6; PROTOCOL.md sections 8 and 9): SIGTERM during
+//! Faults with real processes (issue 6; docs/protocol.md sections 8 and 9): SIGTERM during
 //! traffic on one node and in a cluster, and a slow Redis (`DEBUG SLEEP`).
 //!
 //! What "nothing accepted is lost" means here, precisely:
@@ -75,6 +75,7 @@ drain_s = {drain_s}
 
 [limits]
 messages_per_minute = 0
+frames_per_minute = 0
 
 [[apps]]
 name = "Test"

@@ -1,4 +1,4 @@
-//! Hostile load on loopback (issue 6; PROTOCOL.md sections 1 and 9), against the real
+//! Hostile load on loopback (issue 6; docs/protocol.md sections 1 and 9), against the real
 //! binary so that its memory can be read from /proc:
 //!
 //! - a connection flood from one address (`connects_per_ip_per_s`): HTTP 429 for the
@@ -81,6 +81,7 @@ drain_s = 1
 
 [limits]
 messages_per_minute = 0
+frames_per_minute = 0
 {limits}
 
 [[apps]]

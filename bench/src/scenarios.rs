@@ -116,6 +116,7 @@ pub fn start(
                     "SWITCHBOARD__LIMITS__MESSAGES_PER_MINUTE".into(),
                     "0".into(),
                 ),
+                ("SWITCHBOARD__LIMITS__FRAMES_PER_MINUTE".into(), "0".into()),
                 (
                     "SWITCHBOARD__LIMITS__MAX_CONNECTIONS".into(),
                     (sockets + 1000).to_string(),

@@ -48,6 +48,8 @@ pub struct ChannelActor {
     /// Whether this actor receives the channel's broadcasts: from its first join on.
     /// An actor started for a backend event alone publishes and stops.
     subscribed: bool,
+    /// The largest reply (join ack, history, presence_full) in JSON bytes.
+    reply_budget: usize,
 }
 
 impl Actor for ChannelActor {
@@ -67,6 +69,7 @@ impl ChannelActor {
         rule: Arc<ChannelRule>,
         registry: Recipient<ChannelIdle>,
         engine: Arc<dyn Engine>,
+        reply_budget: usize,
     ) -> Self {
         Self {
             key,
@@ -76,6 +79,7 @@ impl ChannelActor {
             registry,
             engine,
             subscribed: false,
+            reply_budget,
         }
     }
 
@@ -170,12 +174,28 @@ impl ChannelActor {
         crate::metrics::delivered(queued);
         for (id, overflowed) in dropped {
             if overflowed {
-                crate::metrics::dropped("slow_consumer");
-                if let Some(m) = self.members.get(&id) {
-                    m.conn.do_send(MemberNotice::SlowConsumer);
-                }
+                self.drop_slow_consumer(&id, ctx);
+            } else {
+                self.remove_member(&id, ctx);
             }
-            self.remove_member(&id, ctx);
+        }
+    }
+
+    /// A member whose queue overflowed, whatever pushed last (a broadcast, an ack, a
+    /// history reply, an error): out of this channel now, and its connection closes
+    /// with 1013, which takes it out of every other channel (docs/protocol.md section 9).
+    fn drop_slow_consumer(&mut self, id: &Arc<str>, ctx: &mut Context<Self>) {
+        crate::metrics::dropped("slow_consumer");
+        if let Some(m) = self.members.get(id) {
+            m.conn.do_send(MemberNotice::SlowConsumer);
+        }
+        self.remove_member(id, ctx);
+    }
+
+    /// After pushing a reply to a member: drop it if that overflowed its queue.
+    fn check_overflow(&mut self, id: &Arc<str>, ctx: &mut Context<Self>) {
+        if self.members.get(id).is_some_and(|m| m.outbox.overflowed()) {
+            self.drop_slow_consumer(id, ctx);
         }
     }
 

@@ -22,6 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod commands;
+mod rate;
+
+use rate::{FrameRate, FrameVerdict};
 
 struct Joined {
     addr: Addr<ChannelActor>,
@@ -44,6 +47,7 @@ pub struct ConnectionActor {
     admission: Admission,
     joined: HashMap<String, Joined>,
     limiter: Option<DefaultDirectRateLimiter>,
+    frame_rate: Option<FrameRate>,
     last_heard: Instant,
     partial: Option<Partial>,
     close_reason: &'static str,
@@ -67,6 +71,7 @@ impl ConnectionActor {
         let limiter = NonZeroU32::new(state.limits.messages_per_minute)
             .map(|n| RateLimiter::direct(Quota::per_minute(n)));
         let client = protocol::shared_json(&identity.client_json());
+        let frame_rate = FrameRate::new(state.limits.frames_per_minute);
         Self {
             socket_id: Arc::from(identity.socket_id.as_str()),
             identity: Arc::new(identity),
@@ -77,6 +82,7 @@ impl ConnectionActor {
             admission,
             joined: HashMap::new(),
             limiter,
+            frame_rate,
             last_heard: Instant::now(),
             partial: None,
             close_reason: "peer closed",

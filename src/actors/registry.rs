@@ -31,16 +31,24 @@ pub struct RegistryActor {
     /// Channels told to stop that may still be finishing engine work (a `leave` for
     /// the other nodes); a graceful shutdown waits for them.
     stopping: Vec<Addr<ChannelActor>>,
+    /// The largest reply a channel sends.
+    reply_budget: usize,
 }
 
 impl RegistryActor {
-    pub fn new(app: Arc<str>, rules: Arc<RuleSet>, engine: Arc<dyn Engine>) -> Self {
+    pub fn new(
+        app: Arc<str>,
+        rules: Arc<RuleSet>,
+        engine: Arc<dyn Engine>,
+        reply_budget: usize,
+    ) -> Self {
         Self {
             app,
             rules,
             engine,
             channels: HashMap::new(),
             stopping: Vec::new(),
+            reply_budget,
         }
     }
 
@@ -50,10 +58,15 @@ impl RegistryActor {
             app: self.app.clone(),
             channel: Arc::from(name),
         };
-        let engine = &self.engine;
+        let (engine, reply_budget) = (&self.engine, self.reply_budget);
         self.channels.entry(key.channel.clone()).or_insert_with(|| {
-            let channel =
-                ChannelActor::new(key, rule.clone(), ctx.address().recipient(), engine.clone());
+            let channel = ChannelActor::new(
+                key,
+                rule.clone(),
+                ctx.address().recipient(),
+                engine.clone(),
+                reply_budget,
+            );
             crate::metrics::channels_live(1.0);
             Live {
                 addr: channel.start(),

@@ -82,3 +82,30 @@ settings = { message_history = 1001 }
         "{err}"
     );
 }
+
+/// Issue 12, item 7: app hashes are URL path segments and parts of Redis keys; `:`
+/// made app `a` channel `b:ch:c` and app `a:ch:b` channel `c` share keys.
+#[test]
+fn app_hashes_are_letters_digits_underscore_and_dash() {
+    let with_hash = |hash: &str| {
+        format!(
+            r#"
+[[apps]]
+name = "a"
+hash = "{hash}"
+api_key = "0123456789"
+jwt = {{ secret = "0123456789abcdef0123456789abcdef" }}
+"#
+        )
+    };
+    for good in ["demo", "My_App-2", "x"] {
+        Config::from_toml(&with_hash(good)).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in ["a:ch:b", "a/b", "a b", "é", "a.b"] {
+        let err = Config::from_toml(&with_hash(bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("apps[0].hash") && err.contains("A-Z, a-z, 0-9"),
+            "{bad:?}: {err}"
+        );
+    }
+}

@@ -12,23 +12,34 @@ fn reply(status: u16, message: &str) -> HttpResponse {
         .json(serde_json::json!({ "error": message }))
 }
 
+/// The key is checked from the headers before a byte of the body is read, and an
+/// unknown app gets the same 401 as a wrong key: the API does not tell which app
+/// hashes exist, nor read a megabyte for a caller it will refuse.
 pub async fn publish(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<Arc<ServerState>>,
 ) -> HttpResponse {
-    let Some(app) = state.app(path.as_str()) else {
-        return reply(404, "unknown app");
-    };
     let given = bearer(&req).unwrap_or("");
-    let settings = app.settings();
-    if !key_matches(given, &settings.config.api_key) {
+    let app = state
+        .app(path.as_str())
+        .filter(|app| key_matches(given, &app.settings().config.api_key));
+    let Some(app) = app else {
         return reply(401, "invalid API key");
-    }
+    };
+    let settings = app.settings();
     if state.is_draining() || !state.engine.ready() {
         return reply(503, "unavailable");
     }
+    let body = match payload
+        .to_bytes_limited(state.limits.max_publish_bytes)
+        .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return reply(400, "body could not be read"),
+        Err(_) => return reply(413, "body too large"),
+    };
     let events = match parse_events(&body) {
         Ok(e) => e,
         Err((status, message)) => return reply(status, &message),

@@ -247,6 +247,7 @@ max_connections_per_user = {per_user}
 max_channels_per_socket = 100
 max_frame_bytes = 65536
 messages_per_minute = 0
+frames_per_minute = 0
 send_queue_bytes = 1048576
 ping_interval_s = 25
 pong_timeout_s = 60

@@ -78,17 +78,28 @@ impl ChannelActor {
         let Some(member) = self.members.get(id) else {
             return;
         };
-        member.outbox.push(protocol::history_frame(
+        member.outbox.push(protocol::history_frame_within(
             "join",
             self.channel(),
             Some(&member.client),
             self.visible_history(id, member, &effects.history),
+            self.reply_budget,
         ));
         if wants_presence {
-            member.outbox.push(protocol::presence_full_frame(
+            let (frame, listed) = protocol::presence_full_frame_within(
                 self.channel(),
                 effects.presence.iter().map(|c| c.as_ref()),
-            ));
+                self.reply_budget,
+            );
+            if listed < effects.presence.len() {
+                tracing::warn!(
+                    channel = %self.key.channel,
+                    members = effects.presence.len(),
+                    listed,
+                    "presence_full cut to limits.max_reply_bytes"
+                );
+            }
+            member.outbox.push(frame);
         }
     }
 }
@@ -137,8 +148,11 @@ impl Handler<Join> for ChannelActor {
             wants_history,
             wants_presence,
         });
-        self.run(ctx, fut, move |act, result, _| match result {
-            Ok(effects) => act.answer_join(&id, effects, wants_presence),
+        self.run(ctx, fut, move |act, result, ctx| match result {
+            Ok(effects) => {
+                act.answer_join(&id, effects, wants_presence);
+                act.check_overflow(&id, ctx);
+            }
             Err(e) => act.join_failed(&id, e),
         });
     }

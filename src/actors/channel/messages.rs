@@ -183,20 +183,23 @@ impl Handler<AnswerHistory> for ChannelActor {
             } else {
                 self.engine.history(&self.key)
             };
-        self.run(ctx, fut, move |act, result, _| {
+        self.run(ctx, fut, move |act, result, ctx| {
             let Some(member) = act.members.get(&msg.socket_id) else {
                 return;
             };
-            let history = match result {
-                Ok(h) => h,
-                Err(_) => return act.send_error(member, Denied::Unavailable),
-            };
-            member.outbox.push(protocol::history_frame(
-                "history",
-                act.channel(),
-                None,
-                act.visible_history(&msg.socket_id, member, &history),
-            ));
+            match result {
+                Ok(history) => {
+                    member.outbox.push(protocol::history_frame_within(
+                        "history",
+                        act.channel(),
+                        None,
+                        act.visible_history(&msg.socket_id, member, &history),
+                        act.reply_budget,
+                    ));
+                }
+                Err(_) => act.send_error(member, Denied::Unavailable),
+            }
+            act.check_overflow(&msg.socket_id, ctx);
         });
     }
 }

@@ -13,12 +13,27 @@ use serde_json::value::RawValue;
 
 impl ConnectionActor {
     pub(super) fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        let frame = match ClientFrame::parse(text) {
+        let parsed = ClientFrame::parse(text);
+        let verdict = match &mut self.frame_rate {
+            Some(rate) => rate.check(),
+            None => FrameVerdict::Take,
+        };
+        if verdict != FrameVerdict::Take {
+            crate::metrics::dropped("frame_rate");
+        }
+        if verdict == FrameVerdict::Close {
+            return self.close_with(close::POLICY, "frame rate abuse", ctx);
+        }
+        let frame = match parsed {
             Ok(f) => f,
             Err(invalid) => {
                 return self.send_error(invalid.channel.as_deref(), &invalid.message(), ctx)
             }
         };
+        if verdict == FrameVerdict::Refuse {
+            let channel = frame.channel().to_string();
+            return self.deny(&channel, Denied::RateLimited, ctx);
+        }
         match frame {
             ClientFrame::Join {
                 channel,

@@ -1,0 +1,201 @@
+//! What one hostile client must not be able to do to others (docs/protocol.md
+//! section 9): make every joiner's reply overflow its queue, or flood a channel
+//! with frames that cost the server far more than they cost the client.
+
+mod common;
+use common::*;
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+
+fn config(limits: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[limits]
+messages_per_minute = 0
+{limits}
+
+[[apps]]
+name = "Test"
+hash = "test"
+api_key = "{API_KEY}"
+
+[apps.jwt]
+algorithm = "HS256"
+secret = "{SECRET}"
+
+[[apps.channels]]
+pattern = "chat/*"
+public_messaging = {{ active = true }}
+settings = {{ anonymous_clients = true, presence = true, message_history = 25 }}
+"#
+    )
+}
+
+/// Issue 12, item 1: twenty 62 KiB messages (each under the frame limit) used to make
+/// every later join with history overflow the default 1 MiB queue: closed with 1013
+/// before the ack, again after each SDK reconnect. The ack now carries the newest
+/// entries that fit `limits.max_reply_bytes`, oldest first.
+#[tokio::test]
+async fn a_history_larger_than_the_send_queue_still_answers_every_join() {
+    let server = TestServer::with_config(&config(""));
+    let mut writer = server.client().await;
+    writer.join("chat/x", false, false).await;
+    let filler = "x".repeat(62 * 1024);
+    for i in 0..20 {
+        writer
+            .message("chat/x", json!({"n": i, "fill": filler}))
+            .await;
+        writer.expect("message").await;
+    }
+
+    let mut joiner = server.client().await;
+    let ack = joiner.join("chat/x", true, false).await;
+    let history = ack["payload"]["history"].as_array().expect("history list");
+    let numbers: Vec<i64> = history
+        .iter()
+        .map(|f| f["payload"]["n"].as_i64().unwrap())
+        .collect();
+    // The newest that fit in 256 KiB, oldest first.
+    assert!(!numbers.is_empty(), "some history");
+    assert_eq!(*numbers.last().unwrap(), 19, "{numbers:?}");
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    assert!(ack.to_string().len() <= 262_144, "the reply fits the limit");
+
+    // The same for a history request, and the socket stays usable.
+    joiner
+        .send(json!({"action":"history","options":{"channel":"chat/x"},"payload":null}))
+        .await;
+    let reply = joiner.expect("history").await;
+    assert_eq!(
+        reply["payload"]["history"].as_array().unwrap().len(),
+        numbers.len()
+    );
+    joiner.message("chat/x", json!({"after": true})).await;
+    let echo = joiner.expect("message").await;
+    assert_eq!(echo["payload"], json!({"after": true}));
+}
+
+/// A `presence_full` larger than the reply limit lists the first members that fit;
+/// the join still succeeds.
+#[tokio::test]
+async fn a_presence_list_larger_than_the_reply_limit_is_cut_not_fatal() {
+    let server = TestServer::with_config(&config("max_reply_bytes = 2048"));
+    let mut members = Vec::new();
+    for _ in 0..40 {
+        let mut c = server.client().await;
+        c.join_presence("chat/crowd").await;
+        members.push(c);
+    }
+    let mut joiner = server.client().await;
+    let (ack, full) = joiner.join_presence("chat/crowd").await;
+    assert_eq!(ack["action"], "join");
+    let listed = full["payload"]["presence"].as_array().unwrap().len();
+    assert!(listed > 0 && listed < 41, "listed {listed} of 41");
+    assert!(full.to_string().len() <= 2048, "{}", full.to_string().len());
+    joiner.message("chat/crowd", json!("still here")).await;
+    assert_eq!(
+        joiner.expect("message").await["payload"],
+        json!("still here")
+    );
+}
+
+/// Issue 12, item 3: join, leave and history frames count against
+/// `limits.frames_per_minute`; past it a frame has no effect and gets `Rate limit
+/// exceeded`, and a client that keeps going to ten times the rate is closed with 1008.
+/// Others in the channel are not affected.
+#[tokio::test]
+async fn a_frame_flood_is_refused_then_closed_with_1008() {
+    let server = TestServer::with_config(&config("frames_per_minute = 5"));
+    let mut bystander = server.client().await;
+    bystander.join_presence("chat/flood").await;
+
+    let mut flooder = server.client().await;
+    flooder.join_presence("chat/flood").await; // frame 1
+    let joined = bystander.expect("presence_update").await;
+    assert_eq!(joined["payload"]["action"], "join");
+    for _ in 0..4 {
+        flooder
+            .send(json!({"action":"history","options":{"channel":"chat/flood"},"payload":null}))
+            .await;
+        flooder.expect("history").await;
+    }
+    // The sixth frame is over the rate: refused, with the channel, no effect.
+    flooder
+        .send(json!({"action":"leave","options":{"channel":"chat/flood"},"payload":null}))
+        .await;
+    let refused = flooder.recv().await;
+    assert_eq!(
+        refused,
+        json!({"action":"error","options":{"channel":"chat/flood"},"payload":{"message":"Rate limit exceeded"}})
+    );
+    // Still a member: the leave had no effect, the bystander saw no presence leave.
+    bystander.expect_nothing("chat/flood").await;
+    // Keep going: 5 taken + 45 refused = ten times the rate, then 1008.
+    for _ in 0..60 {
+        let frame = json!({"action":"history","options":{"channel":"chat/flood"},"payload":null});
+        if flooder
+            .ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                frame.to_string(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(flooder.expect_close().await, 1008);
+    // The bystander sees the flooder leave (its socket closed) and keeps chatting.
+    let leave: Value = bystander.expect("presence_update").await;
+    assert_eq!(leave["payload"]["action"], "leave");
+    bystander.message("chat/flood", json!("fine")).await;
+    assert_eq!(bystander.expect("message").await["payload"], json!("fine"));
+}
+
+/// Issue 12, item 4: a client that asks for large replies and never reads overflows
+/// its queue through the channel's own pushes (history replies, not broadcasts). It is
+/// taken out of the channel at once (others with presence see it leave) and its socket
+/// is closed, even though it keeps writing.
+#[tokio::test]
+async fn a_reader_that_never_reads_its_replies_is_dropped_everywhere() {
+    let server = TestServer::with_config(&config(""));
+    let mut writer = server.client().await;
+    writer.join_presence("chat/big").await;
+    let filler = "x".repeat(60 * 1024);
+    for i in 0..5 {
+        writer
+            .message("chat/big", json!({"n": i, "fill": filler}))
+            .await;
+        writer.expect("message").await;
+    }
+    let mut hog = server.client().await;
+    hog.join("chat/big", false, true).await;
+    hog.expect("presence_full").await;
+    assert_eq!(
+        writer.expect("presence_update").await["payload"]["action"],
+        "join"
+    );
+    // Each reply is ~300 KiB; the hog never reads them.
+    let ask = json!({"action":"history","options":{"channel":"chat/big"},"payload":null});
+    for _ in 0..200 {
+        let sent = hog
+            .ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                ask.to_string(),
+            ))
+            .await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    let left = writer.expect("presence_update").await;
+    assert_eq!(left["payload"]["action"], "leave", "{left}");
+    writer.message("chat/big", json!("still fine")).await;
+    assert_eq!(
+        writer.expect("message").await["payload"],
+        json!("still fine")
+    );
+}
