@@ -35,6 +35,10 @@ RUN groupadd --system --gid 10001 switchboard \
        --home-dir /nonexistent --shell /usr/sbin/nologin switchboard
 COPY --from=builder /usr/local/bin/switchboard /usr/local/bin/switchboard
 COPY config/default.toml /etc/switchboard/switchboard.toml
+# Serve beyond the container. With the demo app's public secrets the server refuses
+# to start: set SWITCHBOARD__APPS__0__JWT__SECRET and SWITCHBOARD__APPS__0__API_KEY
+# (or mount a configuration of your own), or add `--demo` to try it out.
+ENV SWITCHBOARD__SERVER__LISTEN=0.0.0.0:8080
 USER 10001:10001
 WORKDIR /
 EXPOSE 8080

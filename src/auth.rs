@@ -69,6 +69,28 @@ impl Identity {
     }
 }
 
+/// An authenticated identity and when its token expires (`exp`, Unix seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub identity: Identity,
+    pub expires_at: Option<u64>,
+}
+
+impl Session {
+    /// How long until the token is no longer accepted (its `exp` plus the leeway a
+    /// connect gets); None without `exp`.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        let deadline = self.expires_at?.saturating_add(LEEWAY_S);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        Some(std::time::Duration::from_secs_f64(
+            (deadline as f64 - now).max(0.0),
+        ))
+    }
+}
+
 /// A random URL-safe socket id: 16 bytes from the thread-local CSPRNG, base64url
 /// without padding (22 characters). 128 bits make reuse and guessing impractical.
 pub fn new_socket_id() -> String {
@@ -96,6 +118,10 @@ pub enum AuthError {
     MissingClaim(String),
     #[error("invalid claim {0}")]
     InvalidClaim(String),
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
     /// A verification failure with no more specific reason.
     #[error("token rejected")]
     Rejected,
@@ -173,15 +199,25 @@ impl TokenVerifier {
         };
 
         let mut validation = Validation::new(algorithm);
-        // `exp` is checked when present but not required: Xano-style tokens may
-        // carry none, and refusing them would lock such apps out entirely.
+        // `exp` is checked when present but only required with `jwt.require_exp`:
+        // Xano-style tokens may carry none, and refusing them by default would lock
+        // such apps out entirely.
         validation.required_spec_claims.clear();
+        if jwt.require_exp {
+            validation.set_required_spec_claims(&["exp"]);
+        }
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_S;
-        // No audience is configurable, and identity providers commonly set `aud`
-        // (e.g. "authenticated"); the key already pins who issued the token.
-        validation.validate_aud = false;
+        if let Some(issuer) = &jwt.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        // Without `jwt.audience`, `aud` is not checked: identity providers commonly
+        // set one (e.g. "authenticated") and the key already pins the issuer.
+        match &jwt.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
 
         let verifier = TokenVerifier {
             alg_name,
@@ -199,13 +235,23 @@ impl TokenVerifier {
 
     /// Verify a token; on success an authenticated Identity with that socket_id.
     pub fn verify(&self, token: &str, socket_id: String) -> Result<Identity, AuthError> {
+        self.verify_session(token, socket_id)
+            .map(|session| session.identity)
+    }
+
+    /// Verify a token, and say until when the session it opens lasts.
+    pub fn verify_session(&self, token: &str, socket_id: String) -> Result<Session, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TooLarge);
         }
         self.check_alg_header(token)?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(map_jwt_error)?;
-        self.identity(&data.claims, socket_id)
+        let expires_at = data.claims.get("exp").and_then(Value::as_u64);
+        Ok(Session {
+            identity: self.identity(&data.claims, socket_id)?,
+            expires_at,
+        })
     }
 
     /// Refuse any `alg` but ours before the library sees the token: `none` is
@@ -368,6 +414,8 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
         | ErrorKind::InvalidAlgorithmName => AuthError::AlgorithmNotAllowed,
         ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c),
         ErrorKind::InvalidClaimFormat(c) => AuthError::InvalidClaim(c),
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
         _ => AuthError::Rejected,
     }
 }

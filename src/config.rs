@@ -3,8 +3,8 @@
 //! in [`crate::model`] and are re-exported here.
 
 pub use crate::model::{
-    AppConfig, ChannelRule, ChannelSettings, ClusterConfig, Config, InvalidToken, JwtConfig,
-    Limits, MessagingFlags, ServerConfig,
+    AppConfig, ChannelRule, ChannelSettings, ClusterConfig, Config, ExpiredToken, InvalidToken,
+    JwtConfig, Limits, MessagingFlags, ServerConfig,
 };
 use std::path::Path;
 use thiserror::Error;
@@ -13,7 +13,8 @@ use thiserror::Error;
 /// and `config/default.toml` is not present.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
 
-/// The secret of the demo app in `config/default.toml`; running with it is logged loudly.
+/// The secret of the demo app in `config/default.toml`: refused beyond loopback
+/// (`public_secrets`), logged loudly where it is allowed.
 pub const DEMO_SECRET: &str = "demo-secret-change-me-0123456789abcdef";
 
 #[derive(Debug, Error)]
@@ -236,6 +237,9 @@ fn parse_scalar(raw: &str) -> toml::Value {
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
+
+mod public_secrets;
+pub use public_secrets::{refuse_public_secrets, PublicSecret, DEMO_API_KEY};
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
-use switchboard::config::{Config, DEMO_SECRET};
+use switchboard::config::{refuse_public_secrets, Config, DEMO_SECRET};
 use switchboard::Server;
 
 // jemalloc rather than glibc's malloc. Measured with `switchboard-bench many-channels`
@@ -39,6 +39,9 @@ enum Command {
     Serve {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Serve even with the demo app's public secrets on a public address.
+        #[arg(long)]
+        demo: bool,
     },
     /// Validate a configuration file (with environment overrides) and exit.
     CheckConfig { file: PathBuf },
@@ -112,9 +115,10 @@ fn main() -> std::process::ExitCode {
                 }
             };
         }
-        Some(Command::Serve { config }) => config,
-        None => None,
+        Some(Command::Serve { config, demo }) => (config, demo),
+        None => (None, false),
     };
+    let (config_path, demo) = config_path;
     let config_path = config_path.or_else(|| {
         let default = PathBuf::from("config/default.toml");
         default.exists().then_some(default)
@@ -126,6 +130,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Err(refused) = refuse_public_secrets(&config, demo) {
+        tracing::error!("configuration: {refused}");
+        return std::process::ExitCode::FAILURE;
+    }
     for app in &config.apps {
         if app.jwt.secret.as_deref() == Some(DEMO_SECRET) {
             tracing::warn!(

@@ -140,6 +140,9 @@ pub struct AppConfig {
     pub api_key: String,
     #[serde(default)]
     pub invalid_token: InvalidToken,
+    /// What happens to an authenticated socket when its token's `exp` passes.
+    #[serde(default)]
+    pub expired_token: ExpiredToken,
     #[serde(default = "default_roles_claim")]
     pub roles_claim: String,
     #[serde(default)]
@@ -160,6 +163,18 @@ pub struct AppConfig {
     pub xano_export: Option<PathBuf>,
 }
 
+/// docs/protocol.md section 1: a session lasts as long as its token.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpiredToken {
+    /// Close with 4000 at `exp` (plus the leeway): the SDK reconnects with the token
+    /// it holds now, and is authenticated again or anonymous.
+    #[default]
+    Reconnect,
+    /// Stay authenticated until the socket closes (hosted Xano's behaviour).
+    Keep,
+}
+
 fn default_roles_claim() -> String {
     "roles".into()
 }
@@ -175,6 +190,12 @@ pub struct JwtConfig {
     pub dbo_id_claim: String,
     pub default_dbo_id: i64,
     pub extras_claim: String,
+    /// Refuse tokens without `exp`.
+    pub require_exp: bool,
+    /// When set, a token's `iss` must be this.
+    pub issuer: Option<String>,
+    /// When set, a token's `aud` must be (or contain) this.
+    pub audience: Option<String>,
 }
 
 impl Default for JwtConfig {
@@ -187,6 +208,9 @@ impl Default for JwtConfig {
             dbo_id_claim: "dbo_id".into(),
             default_dbo_id: 0,
             extras_claim: "extras".into(),
+            require_exp: false,
+            issuer: None,
+            audience: None,
         }
     }
 }

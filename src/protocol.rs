@@ -17,6 +17,8 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     pub const RESTART: u16 = 1012;
     pub const OVERLOAD: u16 = 1013;
+    /// The session's token expired; the SDK reconnects (docs/protocol.md section 1).
+    pub const SESSION_EXPIRED: u16 = 4000;
     pub const UNAUTHORIZED: u16 = 4401;
     pub const TOO_MANY_FOR_USER: u16 = 4429;
 }

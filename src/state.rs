@@ -148,6 +148,14 @@ impl ServerState {
         apps.retain(|hash, app| {
             let kept = keep.contains(hash);
             if !kept {
+                // docs/protocol.md section 1: its sockets are closed with 4401 (the
+                // SDK does not reconnect); its channels revoke every member.
+                let closed = self.connections.close_app(
+                    hash,
+                    crate::protocol::close::UNAUTHORIZED,
+                    "app removed",
+                );
+                tracing::info!(app = %hash, sockets = closed, "app removed by reload");
                 app.registry
                     .do_send(crate::actors::registry::UpdateRules(Arc::new(
                         RuleSet::new(&[]),
@@ -158,13 +166,16 @@ impl ServerState {
     }
 }
 
+/// A live socket: its app, and where to tell it to close.
+type LiveSocket = (Arc<str>, Recipient<CloseSocket>);
+
 /// Live sockets: the global count and the addresses to drain. Per-user counts are
 /// the engine's (`UserSlots`), so they hold across every node.
 #[derive(Default)]
 pub struct Connections {
     next_id: AtomicU64,
     count: AtomicUsize,
-    live: Mutex<HashMap<u64, Recipient<CloseSocket>>>,
+    live: Mutex<HashMap<u64, LiveSocket>>,
 }
 
 /// Why a socket could not be admitted.
@@ -188,11 +199,26 @@ impl Connections {
     }
 
     pub fn addresses(&self) -> Vec<Recipient<CloseSocket>> {
-        self.live.lock().values().cloned().collect()
+        self.live.lock().values().map(|(_, a)| a.clone()).collect()
     }
 
-    pub fn register(&self, id: u64, addr: Recipient<CloseSocket>) {
-        self.live.lock().insert(id, addr);
+    pub fn register(&self, id: u64, app: Arc<str>, addr: Recipient<CloseSocket>) {
+        self.live.lock().insert(id, (app, addr));
+    }
+
+    /// Close every socket of one app (its app was removed by a reload: 4401).
+    pub fn close_app(&self, app: &str, code: u16, reason: &'static str) -> usize {
+        let sockets: Vec<_> = self
+            .live
+            .lock()
+            .values()
+            .filter(|(a, _)| &**a == app)
+            .map(|(_, addr)| addr.clone())
+            .collect();
+        for addr in &sockets {
+            addr.do_send(CloseSocket { code, reason });
+        }
+        sockets.len()
     }
 
     pub fn close_all(&self, code: u16, reason: &'static str) {

@@ -129,6 +129,9 @@ struct ManyArgs {
 struct IdleArgs {
     #[arg(long, default_value_t = 20_000)]
     sockets: usize,
+    /// Each Switchboard socket authenticates with a token of its own (with `exp`).
+    #[arg(long)]
+    tokens: bool,
     #[arg(long, value_enum, default_value = "both")]
     against: Against,
 }
@@ -327,7 +330,7 @@ async fn run(ctx: &Ctx, cmd: Cmd) -> bool {
             );
         }
         Cmd::Idle(a) => finish(
-            scenarios::idle(ctx, a.against, a.sockets).await,
+            scenarios::idle(ctx, a.against, a.sockets, a.tokens).await,
             &mut all,
             &mut failures,
         ),
@@ -448,7 +451,7 @@ async fn suite(ctx: &mut Ctx, tiny: bool, all: &mut Vec<Row>, failures: &mut Vec
         );
     }
     finish(
-        scenarios::idle(ctx, Against::Both, idle_n).await,
+        scenarios::idle(ctx, Against::Both, idle_n, false).await,
         all,
         failures,
     );

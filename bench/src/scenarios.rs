@@ -167,14 +167,16 @@ async fn connect_and_join(
     channel_of: impl Fn(usize) -> Option<String>,
     port_of: impl Fn(usize) -> usize,
     read_buffer: usize,
+    token_of: impl Fn(usize) -> Option<String>,
 ) -> Res<Vec<Ws>> {
     let path = rt_path(ctx);
     let results = run_bounded(n, ctx.connect_concurrency, |i| {
         let port = ports[port_of(i)];
         let path = path.clone();
         let channel = channel_of(i);
+        let token = token_of(i);
         async move {
-            let mut ws = connect(port, &path, None, read_buffer).await?;
+            let mut ws = connect(port, &path, token.as_deref(), read_buffer).await?;
             if let Some(c) = channel {
                 request(&mut ws, join_frame(&c), "join").await?;
             }
@@ -398,6 +400,7 @@ async fn fanout_on(
         move |_| Some(ch.clone()),
         move |i| i % nports,
         16 * 1024,
+        |_| None,
     )
     .await?;
     let mut pubws = connect(ports[0], &rt_path(ctx), None, 16 * 1024).await?;
@@ -670,7 +673,16 @@ pub async fn many_channels(ctx: &Ctx, spec: &ManySpec) -> Res<Row> {
     let threads_start = server.threads();
     progress(format!("many-channels: connecting {total} sockets"));
     let t0 = Instant::now();
-    let sockets = connect_and_join(ctx, vec![server.port], total, |_| None, |_| 0, 4096).await?;
+    let sockets = connect_and_join(
+        ctx,
+        vec![server.port],
+        total,
+        |_| None,
+        |_| 0,
+        4096,
+        |_| None,
+    )
+    .await?;
     let connect_s = t0.elapsed().as_secs_f64();
     let rss_connected = settle_rss(&server, ctx.wait(1000)).await;
     // Socket i belongs to block i / per; its channels are that block's.
@@ -907,7 +919,9 @@ async fn hold(mut ws: Ws, mut stop: watch::Receiver<bool>) -> bool {
 }
 
 /// `idle`: N sockets joined to one channel; server RSS per connection.
-pub async fn idle_target(ctx: &Ctx, target: Target, sockets: usize) -> Res<Row> {
+/// `tokens`: every Switchboard socket authenticates with its own token (with `exp`,
+/// so each holds a session timer), as a production socket does.
+pub async fn idle_target(ctx: &Ctx, target: Target, sockets: usize, tokens: bool) -> Res<Row> {
     ensure_nofile(sockets + 16)?;
     let server = start(ctx, target, sockets + 16, &[])?;
     let rss_before = settle_rss(&server, ctx.wait(500)).await;
@@ -918,6 +932,7 @@ pub async fn idle_target(ctx: &Ctx, target: Target, sockets: usize) -> Res<Row> 
     let t0 = Instant::now();
     let channel = "chat/bench-idle".to_string();
     let ch = channel.clone();
+    let secret = ctx.jwt_secret.clone();
     let socks = connect_and_join(
         ctx,
         vec![server.port],
@@ -925,6 +940,7 @@ pub async fn idle_target(ctx: &Ctx, target: Target, sockets: usize) -> Res<Row> 
         move |_| Some(ch.clone()),
         |_| 0,
         4096,
+        |i| (tokens && target == Target::Switchboard).then(|| mint_token(&secret, i as u64)),
     )
     .await;
     let socks = match socks {
@@ -948,8 +964,14 @@ pub async fn idle_target(ctx: &Ctx, target: Target, sockets: usize) -> Res<Row> 
         }
     }
     let per_conn = (rss_after2.max(rss_after) as f64 - rss_before as f64) / sockets.max(1) as f64;
-    let mut row = Row::new("idle", target.name(), format!("N={sockets}"));
+    let setup = if tokens {
+        format!("N={sockets} tokens")
+    } else {
+        format!("N={sockets}")
+    };
+    let mut row = Row::new("idle", target.name(), setup);
     row.set("sockets", sockets as u64)
+        .set("tokens", tokens && target == Target::Switchboard)
         .set("rss_before_kib", rss_before)
         .set("rss_after_kib", rss_after2.max(rss_after))
         .set("rss_per_conn_kib", round2(per_conn))
@@ -968,10 +990,10 @@ pub async fn idle_target(ctx: &Ctx, target: Target, sockets: usize) -> Res<Row> 
     Ok(row)
 }
 
-pub async fn idle(ctx: &Ctx, against: Against, sockets: usize) -> Res<Vec<Row>> {
+pub async fn idle(ctx: &Ctx, against: Against, sockets: usize, tokens: bool) -> Res<Vec<Row>> {
     let mut rows = Vec::new();
     for t in against.targets() {
-        rows.push((t, idle_target(ctx, t, sockets).await?));
+        rows.push((t, idle_target(ctx, t, sockets, tokens).await?));
     }
     let ceiling = rows
         .iter()

@@ -15,9 +15,7 @@ use crate::state::{Admission, AppContext, ServerState};
 use actix::prelude::*;
 use actix_http::ws::{Frame, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,7 +44,7 @@ pub struct ConnectionActor {
     outbox: Arc<Outbox>,
     admission: Admission,
     joined: HashMap<String, Joined>,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<rate::Limiter>,
     frame_rate: Option<FrameRate>,
     last_heard: Instant,
     partial: Option<Partial>,
@@ -56,20 +54,34 @@ pub struct ConnectionActor {
     raw_socket: Option<RawSocket>,
     /// How channels reach this connection back.
     notices: Recipient<MemberNotice>,
+    /// When the token's session ends (taken when the actor starts).
+    session_ends: Option<Duration>,
+}
+
+/// Who is on the other end of a new socket.
+pub struct Peer {
+    pub identity: Identity,
+    /// Close with 4000 after this long (`expired_token = "reconnect"`, the token's
+    /// `exp` plus the leeway); None: the session lasts as long as the socket.
+    pub session_ends: Option<Duration>,
+    pub raw_socket: Option<RawSocket>,
 }
 
 impl ConnectionActor {
     pub fn new(
         state: Arc<ServerState>,
         app: Arc<AppContext>,
-        identity: Identity,
+        peer: Peer,
         outbox: Arc<Outbox>,
         admission: Admission,
-        raw_socket: Option<RawSocket>,
         notices: Recipient<MemberNotice>,
     ) -> Self {
-        let limiter = NonZeroU32::new(state.limits.messages_per_minute)
-            .map(|n| RateLimiter::direct(Quota::per_minute(n)));
+        let Peer {
+            identity,
+            session_ends,
+            raw_socket,
+        } = peer;
+        let limiter = rate::per_minute(state.limits.messages_per_minute);
         let client = protocol::shared_json(&identity.client_json());
         let frame_rate = FrameRate::new(state.limits.frames_per_minute);
         Self {
@@ -89,6 +101,7 @@ impl ConnectionActor {
             close_code: None,
             raw_socket,
             notices,
+            session_ends,
         }
     }
 
@@ -181,9 +194,18 @@ impl Actor for ConnectionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.state
-            .connections
-            .register(self.admission.id, ctx.address().recipient());
+        self.state.connections.register(
+            self.admission.id,
+            self.app.hash.clone(),
+            ctx.address().recipient(),
+        );
+        // One timer entry in the runtime's shared wheel, no task: the SDK reconnects
+        // on 4000 with the token it holds now (docs/protocol.md section 1).
+        if let Some(ends) = self.session_ends.take() {
+            ctx.run_later(ends, |act, ctx| {
+                act.close_with(close::SESSION_EXPIRED, "token expired", ctx)
+            });
+        }
         let interval = Duration::from_secs(self.state.limits.ping_interval_s);
         let timeout = Duration::from_secs(self.state.limits.pong_timeout_s);
         ctx.run_interval(interval, move |act, ctx| {

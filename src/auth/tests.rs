@@ -37,6 +37,7 @@ fn app(algorithm: &str, secret: Option<&str>, pem: Option<&str>) -> AppConfig {
         hash: "test".into(),
         api_key: "test-api-key".into(),
         invalid_token: Default::default(),
+        expired_token: Default::default(),
         roles_claim: "roles".into(),
         jwt: JwtConfig {
             algorithm: algorithm.into(),

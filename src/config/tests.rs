@@ -6,7 +6,8 @@ use super::*;
 fn embedded_default_is_valid() {
     let c = Config::from_toml(EMBEDDED_DEFAULT).unwrap();
     assert_eq!(c.apps[0].hash, "demo");
-    assert_eq!(c.server.listen, "0.0.0.0:8080");
+    // Loopback: the demo app's secrets are public (config::public_secrets).
+    assert_eq!(c.server.listen, "127.0.0.1:8080");
 }
 
 /// The demo app of the embedded default verifies tokens signed with [`DEMO_SECRET`].

@@ -2,9 +2,9 @@
 //! fed by the request body (decoded frames) and writing through the response body
 //! (an `OutboxBody`): one task per socket, no `actix_ws::Session` channel per send.
 
-use crate::actors::connection::ConnectionActor;
+use crate::actors::connection::{ConnectionActor, Peer};
 use crate::auth::{self, Identity};
-use crate::config::InvalidToken;
+use crate::config::{ExpiredToken, InvalidToken};
 use crate::http::linger::RawSocket;
 use crate::outbox::{Outbox, OutboxBody};
 use crate::protocol::{self, close};
@@ -18,6 +18,7 @@ use futures_util::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 pub async fn upgrade(
     req: HttpRequest,
@@ -55,7 +56,7 @@ pub async fn upgrade(
         crate::metrics::disconnect("origin refused");
         return HttpResponse::Forbidden().body("origin not allowed");
     }
-    let Some(identity) = identify(&settings, token, &outbox) else {
+    let Some((identity, session_ends)) = identify(&settings, token, &outbox) else {
         return respond(response, OutboxBody::new(outbox));
     };
     let user = identity
@@ -78,7 +79,12 @@ pub async fn upgrade(
     let body = OutboxBody::new(outbox.clone());
     let raw_socket = req.conn_data::<RawSocket>().copied();
     let frames = FrameStream::new(payload, state.limits.max_frame_bytes);
-    start_connection(state, app, identity, outbox, admission, raw_socket, frames);
+    let peer = Peer {
+        identity,
+        session_ends,
+        raw_socket,
+    };
+    start_connection(state, app, peer, outbox, admission, frames);
     respond(response, body)
 }
 
@@ -132,17 +138,24 @@ fn refuse(outbox: &Arc<Outbox>, message: Option<&str>, code: u16, reason: &'stat
 
 /// Who the socket is: anonymous without a token; with a bad one, anonymous with an
 /// error frame, or refused (None) when the app says `invalid_token = "reject"`.
+/// With it, when its session ends (`expired_token = "reconnect"` and a token with `exp`).
 fn identify(
     settings: &AppSettings,
     token: Option<String>,
     outbox: &Arc<Outbox>,
-) -> Option<Identity> {
+) -> Option<(Identity, Option<Duration>)> {
     let socket_id = auth::new_socket_id();
     let Some(token) = token else {
-        return Some(Identity::anonymous(socket_id));
+        return Some((Identity::anonymous(socket_id), None));
     };
-    match settings.verifier.verify(&token, socket_id.clone()) {
-        Ok(identity) => Some(identity),
+    match settings.verifier.verify_session(&token, socket_id.clone()) {
+        Ok(session) => {
+            let ends = match settings.config.expired_token {
+                ExpiredToken::Reconnect => session.remaining(),
+                ExpiredToken::Keep => None,
+            };
+            Some((session.identity, ends))
+        }
         Err(e) => {
             let message = format!("Auth token rejected: {e}");
             if settings.config.invalid_token == InvalidToken::Reject {
@@ -156,7 +169,7 @@ fn identify(
             }
             crate::metrics::error_sent(&message);
             outbox.push(protocol::error_frame(None, &message));
-            Some(Identity::anonymous(socket_id))
+            Some((Identity::anonymous(socket_id), None))
         }
     }
 }
@@ -165,12 +178,12 @@ fn identify(
 fn start_connection(
     state: Arc<ServerState>,
     app: Arc<AppContext>,
-    identity: Identity,
+    peer: Peer,
     outbox: Arc<Outbox>,
     admission: Admission,
-    raw_socket: Option<RawSocket>,
     frames: FrameStream,
 ) {
+    let identity = &peer.identity;
     crate::metrics::connection_opened(&app.hash);
     tracing::info!(
         socket = %identity.socket_id,
@@ -184,10 +197,9 @@ fn start_connection(
         ConnectionActor::new(
             state,
             app,
-            identity,
+            peer,
             outbox,
             admission,
-            raw_socket,
             ctx.address().recipient(),
         )
     });

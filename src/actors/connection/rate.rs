@@ -2,9 +2,29 @@
 //! 9): every client frame counts. Over the rate a frame is refused; a client that
 //! keeps going until it has sent ten times the rate within a minute is abusive.
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::MonotonicClock;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
+
+/// A per-socket limiter on the standard monotonic clock: a zero-sized clock keeps
+/// it small, and every socket holds one or two.
+pub type Limiter = RateLimiter<
+    NotKeyed,
+    InMemoryState,
+    MonotonicClock,
+    governor::middleware::NoOpMiddleware<std::time::Instant>,
+>;
+
+/// A limiter of `n` per minute; None when `n` is 0 (off).
+pub fn per_minute(n: u32) -> Option<Limiter> {
+    let n = NonZeroU32::new(n)?;
+    Some(RateLimiter::direct_with_clock(
+        Quota::per_minute(n),
+        MonotonicClock,
+    ))
+}
 
 /// What to do with one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +37,7 @@ pub enum FrameVerdict {
 }
 
 pub struct FrameRate {
-    limiter: DefaultDirectRateLimiter,
+    limiter: Limiter,
     per_minute: u32,
     window_start: Instant,
     refused: u32,
@@ -26,9 +46,8 @@ pub struct FrameRate {
 impl FrameRate {
     /// None when the limit is off (0).
     pub fn new(per_minute: u32) -> Option<FrameRate> {
-        let n = NonZeroU32::new(per_minute)?;
         Some(FrameRate {
-            limiter: RateLimiter::direct(Quota::per_minute(n)),
+            limiter: self::per_minute(per_minute)?,
             per_minute,
             window_start: Instant::now(),
             refused: 0,

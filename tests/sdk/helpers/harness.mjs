@@ -259,6 +259,11 @@ export class SdkClient {
     return this.call("reconnect");
   }
 
+  /** client.setRealtimeAuthToken(token): used by the SDK's next (re)connect. */
+  setToken(token) {
+    return this.call("setToken", { token });
+  }
+
   /** Terminate the worker: its socket goes away without a close handshake. */
   async kill() {
     if (this.closed) return;

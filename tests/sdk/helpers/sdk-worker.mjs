@@ -161,6 +161,11 @@ const commands = {
     client.realtimeReconnect();
     return null;
   },
+  // What an app does when its backend hands it a fresh token.
+  setToken({ token }) {
+    client.setRealtimeAuthToken(token);
+    return null;
+  },
 };
 
 parentPort.on("message", ({ id, cmd, args }) => {
