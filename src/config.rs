@@ -95,6 +95,25 @@ impl Config {
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid("server.listen", "expected ip:port"));
         }
+        // CA files are read now, so a bad one is an error naming its key, not a
+        // failure on the first connection.
+        let ca_files = [
+            ("server.outbound_ca_file", &self.server.outbound_ca_file),
+            ("cluster.redis_ca_file", &self.cluster.redis_ca_file),
+        ];
+        for (key, file) in ca_files {
+            if let Some(path) = file {
+                crate::http::tls::ca_certificates(key, path)
+                    .map_err(|e| invalid(key, e.to_string()))?;
+            }
+        }
+        if self.cluster.redis_ca_file.is_some() && !self.cluster.redis_url.starts_with("rediss://")
+        {
+            return Err(invalid(
+                "cluster.redis_ca_file",
+                "only applies to a rediss:// cluster.redis_url",
+            ));
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(invalid(
                 "server.tls_cert",

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     /// PEM certificate chain and private key: serve `wss://`/`https://` directly.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates trusted for outgoing HTTPS (triggers), beside the system's.
+    pub outbound_ca_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +44,7 @@ impl Default for ServerConfig {
             admin_token: None,
             tls_cert: None,
             tls_key: None,
+            outbound_ca_file: None,
         }
     }
 }
@@ -107,6 +110,8 @@ pub struct ClusterConfig {
     pub presence_ttl_s: u64,
     /// How long an idle channel's history is kept.
     pub history_ttl_s: u64,
+    /// PEM CA certificates trusted for `rediss://` instead of the system's.
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -116,6 +121,7 @@ impl Default for ClusterConfig {
             prefix: "switchboard:".into(),
             presence_ttl_s: 10,
             history_ttl_s: 86_400,
+            redis_ca_file: None,
         }
     }
 }

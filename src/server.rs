@@ -28,6 +28,9 @@ impl Server {
         config_path: Option<std::path::PathBuf>,
     ) -> std::io::Result<Server> {
         crate::metrics::install();
+        crate::triggers::use_roots(crate::http::tls::client_config(
+            config.server.outbound_ca_file.as_deref(),
+        )?);
         let engine = crate::cluster::start(&config.cluster).map_err(std::io::Error::other)?;
         let state = ServerState::new(config, config_path, engine).map_err(std::io::Error::other)?;
         if state.connect_limiter.is_some() {

@@ -2,6 +2,7 @@
 //! a message, or replace a message's payload.
 
 use serde_json::value::RawValue;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -11,10 +12,28 @@ pub enum Verdict {
     Replace(Box<RawValue>),
 }
 
+/// The roots for `https://` triggers, set once at start (`use_roots`); the system's
+/// when never set.
+static ROOTS: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+
+/// Trust the system's roots plus `server.outbound_ca_file` for every trigger call.
+pub fn use_roots(tls: rustls::ClientConfig) {
+    let _ = ROOTS.set(Arc::new(tls));
+}
+
+fn roots() -> Arc<rustls::ClientConfig> {
+    ROOTS
+        .get_or_init(|| {
+            Arc::new(crate::http::tls::client_config(None).expect("the system's roots load"))
+        })
+        .clone()
+}
+
 thread_local! {
     // awc clients are per thread (not Send); one per worker keeps connections pooled.
     static CLIENT: awc::Client = awc::Client::builder()
         .disable_redirects()
+        .connector(awc::Connector::new().rustls_0_23(roots()))
         .finish();
 }
 

@@ -161,11 +161,27 @@ impl Inner {
     }
 }
 
+/// A client for `cluster.redis_url`; `rediss://` trusts the system's roots, or only
+/// the CAs of `cluster.redis_ca_file` when it is set.
+fn client(config: &crate::config::ClusterConfig) -> Result<redis::Client, EngineError> {
+    let url = config.redis_url.as_str();
+    let Some(ca_file) = &config.redis_ca_file else {
+        return redis::Client::open(url).map_err(unavailable);
+    };
+    let root_cert = std::fs::read(ca_file)
+        .map_err(|e| unavailable(format!("cluster.redis_ca_file {}: {e}", ca_file.display())))?;
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    };
+    redis::Client::build_with_tls(url, certs).map_err(unavailable)
+}
+
 impl RedisEngine {
     /// Create the engine and start its background tasks (call inside an actix system).
     /// Never fails on an unreachable Redis: the node starts and is not ready until it connects.
     pub fn start(config: &crate::config::ClusterConfig) -> Result<RedisEngine, EngineError> {
-        let client = redis::Client::open(config.redis_url.as_str()).map_err(unavailable)?;
+        let client = client(config)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
