@@ -1,4 +1,4 @@
-//! Auth tokens over real sockets (PROTOCOL.md section 1): HS256, RS256 and ES256
+//! Auth tokens over real sockets (docs/protocol.md section 1): HS256, RS256 and ES256
 //! apps, anonymous sockets, every kind of bad token in the default (anonymous)
 //! mode and in `invalid_token = "reject"` mode, and `Authorization: Bearer`.
 

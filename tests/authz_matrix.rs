@@ -4,7 +4,7 @@
 //! message, direct message to each other socket, history, leave) and receives presence
 //! frames and backend events (with and without `auth_id`). The expected outcome of each
 //! (rule, identity, action[, target]) comes from the `contract` module below, written from
-//! the text of PROTOCOL.md sections 2-6 (it does not use `src/rules.rs`); the server is
+//! the text of docs/protocol.md sections 2-6 (it does not use `src/rules.rs`); the server is
 //! checked over real sockets, frame by frame, in order, for every socket of the channel:
 //! members prove non-delivery with a barrier (a `history` request is answered by the
 //! channel after every earlier broadcast), non-members with a connection-level barrier.
@@ -231,7 +231,7 @@ settings = {{ anonymous_clients = true }}
 
 // ---------------------------------------------------------------- the contract
 
-/// The expected outcome of each action, from the text of PROTOCOL.md (sections 2-6).
+/// The expected outcome of each action, from the text of docs/protocol.md (sections 2-6).
 /// Refusals return every error text the contract allows for the case: the join checks
 /// are ordered ("Checks in order"), the message checks are not (section 3 lists them as
 /// "refused if …, if …, or if …"), so when several apply any of their texts is accepted.
@@ -246,7 +246,7 @@ mod contract {
     pub const PRIVATE_OFF: &str = "Private messaging is not allowed on this channel";
     pub const AUTH_REQUIRED: &str = "Authentication required to send messages on this channel";
     pub const NO_RECIPIENT: &str = "Recipient not found in this channel";
-    /// PROTOCOL.md section 4 says that `publish_roles` restricts publishing but gives no
+    /// docs/protocol.md section 4 says that `publish_roles` restricts publishing but gives no
     /// error text for it; this is the server's text (reported as a contract gap).
     pub const PUBLISH_NOT_ALLOWED: &str = "Not allowed to publish on this channel";
 
@@ -1079,7 +1079,7 @@ async fn run_group(group: &str, rules: Vec<Rule>) {
             report.push_str("\n\n");
         }
         panic!(
-            "{} of {n} rules of group {group} disagree with PROTOCOL.md:\n\n{report}",
+            "{} of {n} rules of group {group} disagree with docs/protocol.md:\n\n{report}",
             failures.len()
         );
     }
@@ -1193,7 +1193,7 @@ async fn matrix_of_owner_channels() {
     run_group("owner", rules).await;
 }
 
-/// PROTOCOL.md section 3: "A second join of the same channel re-sends the ack (and
+/// docs/protocol.md section 3: "A second join of the same channel re-sends the ack (and
 /// presence_full), with no new presence entry and no broadcast"; section 3 also says the
 /// members that asked for presence get a `presence_update` for every presence joiner. So
 /// a member that joined without presence and joins again asking for it must not turn up

@@ -1,4 +1,4 @@
-//! The cluster engine (issue 3; PROTOCOL.md sections 5, 6 and 9): a real
+//! The cluster engine (issue 3; docs/protocol.md sections 5, 6 and 9): a real
 //! redis-server and two or three real broker processes per test, real WebSocket
 //! clients on different nodes. Nothing waits by sleeping: frames are awaited with
 //! the harness timeout, readiness is polled in bounded loops, and "exactly once" is

@@ -1,4 +1,4 @@
-//! Limits, overload and liveness over real sockets (PROTOCOL.md sections 1, 3 and 9):
+//! Limits, overload and liveness over real sockets (docs/protocol.md sections 1, 3 and 9):
 //! frame size (1009), rate limit, channels per socket, max connections (1013),
 //! connections per user (4429), slow consumers (1013) and ping/pong timeouts.
 

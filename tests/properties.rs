@@ -1,5 +1,5 @@
 //! Property tests: rule matching, permission decisions, channel names and the frame
-//! parser, each checked against a small reference model written here from PROTOCOL.md
+//! parser, each checked against a small reference model written here from docs/protocol.md
 //! (sections 2-4). The models never call the code under test to compute an expectation;
 //! they only build its inputs (`ChannelRule`, `Identity`) and compare its answers.
 
@@ -25,7 +25,7 @@ struct RuleSpec {
     nested: bool,
 }
 
-/// How the reference matches a name to one rule (PROTOCOL.md section 4).
+/// How the reference matches a name to one rule (docs/protocol.md section 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Match {
     /// The pattern is the name.
@@ -245,7 +245,7 @@ fn matching_ties_and_edges() {
 
 // =================================================================== channel names
 
-/// Unicode's White_Space property, listed (PROTOCOL.md: "no … whitespace").
+/// Unicode's White_Space property, listed (docs/protocol.md: "no … whitespace").
 const WHITE_SPACE: &[char] = &[
     '\u{9}', '\u{a}', '\u{b}', '\u{c}', '\u{d}', ' ', '\u{85}', '\u{a0}', '\u{1680}', '\u{2000}',
     '\u{2001}', '\u{2002}', '\u{2003}', '\u{2004}', '\u{2005}', '\u{2006}', '\u{2007}', '\u{2008}',
@@ -493,7 +493,7 @@ fn owner_part(channel: &str) -> &str {
     }
 }
 
-/// PROTOCOL.md section 3, join checks 2-4 (the rule given is the one that matched).
+/// docs/protocol.md section 3, join checks 2-4 (the rule given is the one that matched).
 fn expected_join(f: &Flags, who: Who, channel: &str) -> Result<(), Denied> {
     first_failing(&[
         (!f.active, Denied::ChannelNotFound),
@@ -621,7 +621,7 @@ proptest! {
     }
 }
 
-/// The reference tables themselves on the cases PROTOCOL.md spells out.
+/// The reference tables themselves on the cases docs/protocol.md spells out.
 #[test]
 fn reference_tables_say_what_the_contract_says() {
     let open = Flags {
@@ -846,7 +846,7 @@ enum Expected {
     Refused(Option<String>),
 }
 
-/// PROTOCOL.md section 2: `{action, options, payload}`, or the legacy `{command,
+/// docs/protocol.md section 2: `{action, options, payload}`, or the legacy `{command,
 /// commandOptions, payload}`; a field set to null counts as left out, and the current
 /// name wins over the legacy one. The error names the channel when `options.channel`
 /// was a string.

@@ -1,4 +1,4 @@
-//! The client-facing wire protocol (PROTOCOL.md sections 2-5) over real sockets:
+//! The client-facing wire protocol (docs/protocol.md sections 2-5) over real sockets:
 //! join checks and acks, leave, public and direct messages, history, presence,
 //! invalid and legacy frames, channel rule matching, and the handshake.
 

@@ -1,4 +1,4 @@
-//! Graceful shutdown (PROTOCOL.md sections 1 and 8): every socket closed with 1012
+//! Graceful shutdown (docs/protocol.md sections 1 and 8): every socket closed with 1012
 //! within `drain_s`, `/readyz` failing and upgrades refused with 503 while draining;
 //! and the real binary doing the same on SIGTERM, then exiting 0.
 

@@ -1,4 +1,4 @@
-//! Webhook triggers (PROTOCOL.md section 7) against a scripted HTTP server running
+//! Webhook triggers (docs/protocol.md section 7) against a scripted HTTP server running
 //! in the test: joins allowed or refused, messages passed, replaced or refused,
 //! timeouts and non-2xx answers refuse, and what the webhook receives.
 

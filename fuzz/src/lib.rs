@@ -334,7 +334,7 @@ pub fn parse_rule_input(text: &str) -> (Vec<ChannelRule>, Vec<String>) {
     (rules, names)
 }
 
-/// A straightforward reading of PROTOCOL.md section 4, independent of `RuleSet`: the
+/// A straightforward reading of docs/protocol.md section 4, independent of `RuleSet`: the
 /// exact rule, else the longest wildcard prefix (`p*`, or `x/` for a nested `x`) that
 /// the name extends by at least one character, the first written among equals.
 fn reference_find<'r>(rules: &'r [ChannelRule], name: &str) -> Option<&'r ChannelRule> {
@@ -359,7 +359,7 @@ fn reference_find<'r>(rules: &'r [ChannelRule], name: &str) -> Option<&'r Channe
 }
 
 /// Differential checks of `RuleSet` and the permission functions against the reference
-/// above and the rules of PROTOCOL.md sections 3-4, for every name and identity.
+/// above and the rules of docs/protocol.md sections 3-4, for every name and identity.
 pub fn rule_matcher(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (rule_list, mut names) = parse_rule_input(&text);
