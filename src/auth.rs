@@ -1,4 +1,4 @@
-//! Socket identities and JWT verification (PROTOCOL.md sections 1-2).
+//! Socket identities and JWT verification (docs/protocol.md sections 1-2).
 //!
 //! Each app verifies tokens with exactly one configured algorithm and key. The
 //! `alg` header is checked against it before any cryptography runs, so `none`,
@@ -23,7 +23,7 @@ pub const MIN_HS_SECRET_BYTES: usize = 32;
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_S: u64 = 5;
 
-/// Who a socket is: the `client` object of PROTOCOL.md plus the roles used by ACLs.
+/// Who a socket is: the `client` object of docs/protocol.md plus the roles used by ACLs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     pub socket_id: String,
@@ -58,7 +58,7 @@ impl Identity {
         }
     }
 
-    /// PROTOCOL.md's client object:
+    /// docs/protocol.md's client object:
     /// `{"socketId":..,"extras":{..},"permissions":{"dbo_id":..,"row_id":..}}`.
     pub fn client_json(&self) -> Value {
         json!({

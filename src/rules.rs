@@ -138,7 +138,7 @@ fn holds_any_role(who: &Identity, roles: &[String]) -> bool {
     roles.is_empty() || who.roles.iter().any(|r| roles.contains(r))
 }
 
-/// Join checks 2-4 of PROTOCOL.md section 3 (name validity, the trigger and the channel
+/// Join checks 2-4 of docs/protocol.md section 3 (name validity, the trigger and the channel
 /// count are checked by the caller around this).
 pub fn check_join(rule: &ChannelRule, who: &Identity, channel: &str) -> Result<(), Denied> {
     if !rule.active {

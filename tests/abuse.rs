@@ -8,30 +8,13 @@ use futures_util::SinkExt;
 use serde_json::{json, Value};
 
 fn config(limits: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[limits]
-messages_per_minute = 0
-{limits}
-
-[[apps]]
-name = "Test"
-hash = "test"
-api_key = "{API_KEY}"
-
-[apps.jwt]
-algorithm = "HS256"
-secret = "{SECRET}"
-
+    let rule = r#"
 [[apps.channels]]
 pattern = "chat/*"
-public_messaging = {{ active = true }}
-settings = {{ anonymous_clients = true, presence = true, message_history = 25 }}
-"#
-    )
+public_messaging = { active = true }
+settings = { anonymous_clients = true, presence = true, message_history = 25 }
+"#;
+    test_app_config(limits, "", "", rule)
 }
 
 /// Issue 12, item 1: twenty 62 KiB messages (each under the frame limit) used to make

@@ -98,24 +98,7 @@ async fn live_order_is_history_order<P, F>(
 
 #[tokio::test]
 async fn one_node_stores_what_it_delivers_in_the_same_order() {
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[limits]
-messages_per_minute = 0
-
-[[apps]]
-name = "Test"
-hash = "test"
-api_key = "{API_KEY}"
-
-[apps.jwt]
-algorithm = "HS256"
-secret = "{SECRET}"
-{MIX_RULE}"#
-    );
+    let config = test_app_config("", "", "", MIX_RULE);
     let server = TestServer::with_config(&config);
     let mut reader = server.client().await;
     let mut late = server.client().await;

@@ -11,31 +11,13 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 fn config(app_extra: &str, jwt_extra: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[limits]
-messages_per_minute = 0
-
-[[apps]]
-name = "Test"
-hash = "test"
-api_key = "{API_KEY}"
-{app_extra}
-
-[apps.jwt]
-algorithm = "HS256"
-secret = "{SECRET}"
-{jwt_extra}
-
+    let rule = r#"
 [[apps.channels]]
 pattern = "members/*"
-public_messaging = {{ active = true }}
-settings = {{ anonymous_clients = false }}
-"#
-    )
+public_messaging = { active = true }
+settings = { anonymous_clients = false }
+"#;
+    test_app_config("", app_extra, jwt_extra, rule)
 }
 
 /// A token for user `sub` whose `exp` is `exp_in_s` from now (may be negative: the

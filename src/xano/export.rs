@@ -7,7 +7,7 @@
 //! → `private_messaging.active` / `.auth`; `client_authenticated_messaging` →
 //! `settings.auth_channel`; `wildcard` → `settings.nested_channels`; `history` →
 //! `settings.message_history`. Fields Xano adds that carry no rule (`id`, timestamps…) are
-//! ignored; a missing or `null` field takes PROTOCOL.md's default.
+//! ignored; a missing or `null` field takes docs/protocol.md's default.
 
 use super::xs::HISTORY_SIZES;
 use crate::model::{ChannelRule, ChannelSettings, MessagingFlags};

@@ -84,6 +84,35 @@ public_messaging = { active = true }
 settings = { anonymous_clients = true, nested_channels = true }
 "#;
 
+/// One app `test` (HS256 with [`SECRET`], key [`API_KEY`]) on 127.0.0.1:0, with
+/// `limits`, `app` and `jwt` appended to their tables and `rules` after them.
+pub fn test_app_config(limits: &str, app: &str, jwt: &str, rules: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+drain_s = 1
+
+[limits]
+messages_per_minute = 0
+{limits}
+
+[[apps]]
+name = "Test"
+hash = "test"
+api_key = "{API_KEY}"
+{app}
+
+[apps.jwt]
+algorithm = "HS256"
+secret = "{SECRET}"
+{jwt}
+
+{rules}
+"#
+    )
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     handle: ServerHandle,
