@@ -258,6 +258,11 @@ pub struct ChannelRule {
     pub publish_roles: Vec<String>,
     #[serde(default)]
     pub owner_segment: bool,
+    /// With `owner_segment`: the owner must also be a user of this auth table
+    /// (`dbo_id`). Unset: a user of any table whose `row_id` is the segment, which
+    /// suits apps with one auth table only.
+    #[serde(default)]
+    pub owner_table: Option<i64>,
     #[serde(default)]
     pub public_messaging: MessagingFlags,
     #[serde(default)]
@@ -287,6 +292,7 @@ impl ChannelRule {
             join_roles: vec![],
             publish_roles: vec![],
             owner_segment: false,
+            owner_table: None,
             public_messaging: MessagingFlags::default(),
             private_messaging: MessagingFlags::default(),
             settings: ChannelSettings::default(),

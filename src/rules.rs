@@ -138,6 +138,16 @@ fn holds_any_role(who: &Identity, roles: &[String]) -> bool {
     roles.is_empty() || who.roles.iter().any(|r| roles.contains(r))
 }
 
+/// Whether `who` owns `channel` under an `owner_segment` rule: authenticated, its
+/// `row_id` is the channel's last segment, and, when the rule names an
+/// `owner_table`, its `dbo_id` is that table (so user 42 of one auth table does not
+/// own `user:42` of another).
+pub fn owns(rule: &ChannelRule, who: &Identity, channel: &str) -> bool {
+    who.authenticated
+        && last_segment(channel) == who.row_id_key()
+        && rule.owner_table.is_none_or(|table| table == who.dbo_id)
+}
+
 /// Join checks 2-4 of docs/protocol.md section 3 (name validity, the trigger and the channel
 /// count are checked by the caller around this).
 pub fn check_join(rule: &ChannelRule, who: &Identity, channel: &str) -> Result<(), Denied> {
@@ -150,7 +160,7 @@ pub fn check_join(rule: &ChannelRule, who: &Identity, channel: &str) -> Result<(
     if !holds_any_role(who, &rule.join_roles) {
         return Err(Denied::JoinNotAllowed);
     }
-    if rule.owner_segment && (!who.authenticated || last_segment(channel) != who.row_id_key()) {
+    if rule.owner_segment && !owns(rule, who, channel) {
         return Err(Denied::JoinNotAllowed);
     }
     Ok(())

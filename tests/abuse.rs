@@ -182,3 +182,29 @@ async fn a_reader_that_never_reads_its_replies_is_dropped_everywhere() {
         json!("still fine")
     );
 }
+
+/// Issue 12, item 10: `owner_table` makes an owner-only feed belong to one auth table's
+/// user; the same `row_id` in another table is refused.
+#[tokio::test]
+async fn an_owner_feed_with_owner_table_refuses_the_same_id_of_another_table() {
+    let rule = r#"
+[[apps.channels]]
+pattern = "user:*"
+owner_segment = true
+owner_table = 7
+"#;
+    let server = TestServer::with_config(&test_app_config("", "", "", rule));
+    let mut owner = server
+        .client_with_token(&token(json!({"sub": 42, "dbo_id": 7, "exp": now() + 600})))
+        .await;
+    owner.join("user:42", false, false).await;
+    let mut namesake = server
+        .client_with_token(&token(json!({"sub": 42, "dbo_id": 8, "exp": now() + 600})))
+        .await;
+    namesake
+        .send(json!({"action":"join","options":{"channel":"user:42"},"payload":null}))
+        .await;
+    namesake
+        .expect_error("Not allowed to join this channel")
+        .await;
+}

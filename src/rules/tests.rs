@@ -290,3 +290,26 @@ fn audiences() {
     anon42.row_id = json!(42);
     assert!(!event_reaches(Some(&t), &anon42));
 }
+
+/// Issue 12, item 10: with `owner_table`, user 42 of another auth table does not own
+/// `user:42`; without it, any table's user 42 does (apps with one auth table).
+#[test]
+fn owner_table_pins_the_auth_table_of_the_owner() {
+    let mut pinned = rule("user:*");
+    pinned.owner_segment = true;
+    pinned.owner_table = Some(7);
+    let mut other_table = user(42, &[]);
+    other_table.dbo_id = 8;
+    assert_eq!(check_join(&pinned, &user(42, &[]), "user:42"), Ok(()));
+    assert_eq!(
+        check_join(&pinned, &other_table, "user:42"),
+        Err(Denied::JoinNotAllowed)
+    );
+    assert_eq!(
+        check_join(&pinned, &user(43, &[]), "user:42"),
+        Err(Denied::JoinNotAllowed)
+    );
+    let mut any_table = rule("user:*");
+    any_table.owner_segment = true;
+    assert_eq!(check_join(&any_table, &other_table, "user:42"), Ok(()));
+}

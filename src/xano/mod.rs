@@ -167,6 +167,9 @@ pub fn to_toml(rules: &[ChannelRule]) -> String {
         if r.owner_segment {
             let _ = writeln!(out, "owner_segment = true");
         }
+        if let Some(table) = r.owner_table {
+            let _ = writeln!(out, "owner_table = {table}");
+        }
     }
     out
 }

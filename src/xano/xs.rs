@@ -551,6 +551,9 @@ fn extensions(rule: &ChannelRule) -> Vec<String> {
     if rule.owner_segment {
         out.push("owner_segment = true".into());
     }
+    if let Some(table) = rule.owner_table {
+        out.push(format!("owner_table = {table}"));
+    }
     out
 }
 
