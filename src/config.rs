@@ -114,6 +114,8 @@ impl Config {
                 "only applies to a rediss:// cluster.redis_url",
             ));
         }
+        crate::http::client_addr::TrustedProxies::parse(&self.server.trusted_proxies)
+            .map_err(|e| invalid("server.trusted_proxies", e))?;
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(invalid(
                 "server.tls_cert",

@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificates trusted for outgoing HTTPS (triggers), beside the system's.
     pub outbound_ca_file: Option<PathBuf>,
+    /// Proxies (addresses or CIDRs) whose forwarded client address is believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +47,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             outbound_ca_file: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -72,6 +75,8 @@ pub struct Limits {
     /// Client frames of any kind per socket per minute (0 = off); a socket that
     /// sends ten times as many within a minute is closed with 1008.
     pub frames_per_minute: u32,
+    /// Open sockets per client address (IPv6: per /64); 0 = off. More get 1013.
+    pub max_connections_per_ip: usize,
 }
 
 impl Limits {
@@ -97,6 +102,7 @@ impl Default for Limits {
             connects_per_ip_per_s: 0,
             max_reply_bytes: 262_144,
             frames_per_minute: 1200,
+            max_connections_per_ip: 0,
         }
     }
 }

@@ -6,10 +6,12 @@ use crate::actors::registry::RegistryActor;
 use crate::auth::TokenVerifier;
 use crate::cluster::Engine;
 use crate::config::{AppConfig, Config, Limits};
+use crate::http::client_addr::TrustedProxies;
 use crate::rules::RuleSet;
 use actix::{Addr, Recipient};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -83,6 +85,8 @@ pub struct ServerState {
     pub draining: AtomicBool,
     /// `limits.connects_per_ip_per_s`, when set.
     pub connect_limiter: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Whose forwarded client address is believed (`server.trusted_proxies`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl ServerState {
@@ -109,6 +113,7 @@ impl ServerState {
             engine,
             connections: Connections::default(),
             draining: AtomicBool::new(false),
+            trusted_proxies: TrustedProxies::parse(&config.server.trusted_proxies)?,
             connect_limiter: std::num::NonZeroU32::new(config.limits.connects_per_ip_per_s)
                 .map(|n| governor::RateLimiter::keyed(governor::Quota::per_second(n))),
         }))
@@ -176,6 +181,9 @@ pub struct Connections {
     next_id: AtomicU64,
     count: AtomicUsize,
     live: Mutex<HashMap<u64, LiveSocket>>,
+    /// Open sockets per client address key (`client_addr::limit_key`), when
+    /// `limits.max_connections_per_ip` is on.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// Why a socket could not be admitted.
@@ -183,6 +191,7 @@ pub struct Connections {
 pub enum Refused {
     ServerFull,
     UserFull,
+    AddressFull,
 }
 
 /// A socket's place in the table; released when dropped.
@@ -191,6 +200,8 @@ pub struct Admission {
     pub id: u64,
     /// The user slot held with the engine.
     user: Option<(Arc<str>, String)>,
+    /// The address slot held, when per-address limits are on.
+    address: Option<IpAddr>,
 }
 
 impl Connections {
@@ -234,6 +245,7 @@ impl Admission {
     pub async fn admit(
         state: &Arc<ServerState>,
         user: Option<(Arc<str>, String)>,
+        address: IpAddr,
     ) -> Result<Admission, Refused> {
         let c = &state.connections;
         let limits = &state.limits;
@@ -241,33 +253,38 @@ impl Admission {
             c.count.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::ServerFull);
         }
-        let user = user.filter(|_| limits.max_connections_per_user > 0);
-        let held = match &user {
-            None => None,
-            Some((app, id)) => {
-                match state
-                    .engine
-                    .admit_user(app, id, limits.max_connections_per_user)
-                    .await
-                {
-                    Ok(true) => user,
-                    Ok(false) => {
-                        c.count.fetch_sub(1, Ordering::AcqRel);
-                        return Err(Refused::UserFull);
-                    }
-                    Err(e) => {
-                        // Availability over the limit: the socket is let in uncounted.
-                        tracing::warn!(error = %e, "per-user limit not checked");
-                        None
-                    }
-                }
+        let address = (limits.max_connections_per_ip > 0).then_some(address);
+        if let Some(key) = address {
+            let mut per_ip = c.per_ip.lock();
+            let n = per_ip.entry(key).or_insert(0);
+            if *n >= limits.max_connections_per_ip {
+                drop(per_ip);
+                c.count.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refused::AddressFull);
             }
-        };
-        Ok(Admission {
+            *n += 1;
+        }
+        // From here on a refusal gives the address slot back through Drop.
+        let mut admission = Admission {
             table: state.clone(),
             id: c.next_id.fetch_add(1, Ordering::Relaxed),
-            user: held,
-        })
+            user: None,
+            address,
+        };
+        let user = user.filter(|_| limits.max_connections_per_user > 0);
+        if let Some((app, id)) = &user {
+            match state
+                .engine
+                .admit_user(app, id, limits.max_connections_per_user)
+                .await
+            {
+                Ok(true) => admission.user = user,
+                Ok(false) => return Err(Refused::UserFull),
+                // Availability over the limit: the socket is let in uncounted.
+                Err(e) => tracing::warn!(error = %e, "per-user limit not checked"),
+            }
+        }
+        Ok(admission)
     }
 }
 
@@ -277,6 +294,15 @@ impl Drop for Admission {
         c.live.lock().remove(&self.id);
         if let Some((app, user)) = &self.user {
             self.table.engine.release_user(app, user);
+        }
+        if let Some(key) = self.address {
+            let mut per_ip = c.per_ip.lock();
+            if let Some(n) = per_ip.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&key);
+                }
+            }
         }
         c.count.fetch_sub(1, Ordering::AcqRel);
     }

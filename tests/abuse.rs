@@ -208,3 +208,83 @@ owner_table = 7
         .expect_error("Not allowed to join this channel")
         .await;
 }
+
+/// A socket whose request says `X-Forwarded-For: <forwarded_for>`.
+async fn connect_from(server: &TestServer, forwarded_for: &str) -> Client {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = server.url("test").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    Client::from_stream(ws)
+}
+
+async fn admitted(c: &mut Client) {
+    c.join("chat/ip", false, false).await;
+}
+
+/// Issue 12, item 8: `limits.max_connections_per_ip` counts by the client's address,
+/// which a trusted proxy forwards (IPv6 per /64); more sockets get 1013 at once.
+#[tokio::test]
+async fn per_address_limits_count_the_forwarded_client_behind_a_trusted_proxy() {
+    let config = test_app_config(
+        "max_connections_per_ip = 2",
+        "",
+        "",
+        r#"
+[[apps.channels]]
+pattern = "chat/*"
+settings = { anonymous_clients = true }
+"#,
+    )
+    .replace(
+        "[server]\n",
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    let server = TestServer::with_config(&config);
+    let mut kept = Vec::new();
+    for from in [
+        "198.51.100.1",
+        "198.51.100.1",
+        "198.51.100.2",
+        "2001:db8::1",
+        "2001:db8::2",
+        "2001:db8:0:1::1",
+    ] {
+        let mut c = connect_from(&server, from).await;
+        admitted(&mut c).await;
+        kept.push(c);
+    }
+    for over in ["198.51.100.1", "2001:db8::ffff"] {
+        let mut c = connect_from(&server, over).await;
+        assert_eq!(c.expect_close().await, 1013, "a third socket from {over}");
+    }
+}
+
+/// The other side: a peer that is not a trusted proxy cannot pick its address with a
+/// forged header.
+#[tokio::test]
+async fn a_forged_forwarded_header_from_an_untrusted_peer_is_ignored() {
+    let config = test_app_config(
+        "max_connections_per_ip = 2",
+        "",
+        "",
+        r#"
+[[apps.channels]]
+pattern = "chat/*"
+settings = { anonymous_clients = true }
+"#,
+    )
+    .replace("[server]\n", "[server]\ntrusted_proxies = [\"10.9.9.9\"]\n");
+    let server = TestServer::with_config(&config);
+    let mut a = connect_from(&server, "198.51.100.1").await;
+    admitted(&mut a).await;
+    let mut b = connect_from(&server, "198.51.100.2").await;
+    admitted(&mut b).await;
+    let mut c = connect_from(&server, "198.51.100.3").await;
+    assert_eq!(
+        c.expect_close().await,
+        1013,
+        "all three came from 127.0.0.1"
+    );
+}

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api_key;
+pub mod client_addr;
 pub mod health;
 pub mod linger;
 pub mod pages;

@@ -5,6 +5,7 @@
 use crate::actors::connection::{ConnectionActor, Peer};
 use crate::auth::{self, Identity};
 use crate::config::{ExpiredToken, InvalidToken};
+use crate::http::client_addr::limit_key;
 use crate::http::linger::RawSocket;
 use crate::outbox::{Outbox, OutboxBody};
 use crate::protocol::{self, close};
@@ -15,6 +16,7 @@ use actix_http::ws::{Codec, Frame, ProtocolError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures_util::Stream;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,7 +29,8 @@ pub async fn upgrade(
     state: web::Data<Arc<ServerState>>,
 ) -> HttpResponse {
     let state = state.get_ref().clone();
-    if let Some(refused) = refuse_before_handshake(&state, &req) {
+    let address = client_address(&state, &req);
+    if let Some(refused) = refuse_before_handshake(&state, address) {
         return refused;
     }
     let mut response = match actix_http::ws::handshake(req.head()) {
@@ -62,7 +65,7 @@ pub async fn upgrade(
     let user = identity
         .authenticated
         .then(|| (app.hash.clone(), identity.row_id_key()));
-    let admission = match Admission::admit(&state, user).await {
+    let admission = match Admission::admit(&state, user, address).await {
         Ok(a) => a,
         Err(refused) => {
             let (code, reason) = match refused {
@@ -71,6 +74,7 @@ pub async fn upgrade(
                     close::TOO_MANY_FOR_USER,
                     "too many connections for this user",
                 ),
+                Refused::AddressFull => (close::OVERLOAD, "too many connections from this address"),
             };
             refuse(&outbox, None, code, reason);
             return respond(response, OutboxBody::new(outbox));
@@ -88,13 +92,27 @@ pub async fn upgrade(
     respond(response, body)
 }
 
+/// The key per-address limits count by: the client's address (forwarded by a
+/// trusted proxy, else the peer's), IPv6 per /64.
+fn client_address(state: &ServerState, req: &HttpRequest) -> IpAddr {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let client = state
+        .trusted_proxies
+        .client(peer, header("forwarded"), header("x-forwarded-for"));
+    limit_key(client)
+}
+
 /// Refusals that need no handshake: a draining node, a client over the connect rate.
-fn refuse_before_handshake(state: &ServerState, req: &HttpRequest) -> Option<HttpResponse> {
+fn refuse_before_handshake(state: &ServerState, address: IpAddr) -> Option<HttpResponse> {
     if state.is_draining() {
         return Some(HttpResponse::ServiceUnavailable().body("draining"));
     }
-    if let (Some(limiter), Some(peer)) = (&state.connect_limiter, req.peer_addr()) {
-        if limiter.check_key(&peer.ip()).is_err() {
+    if let Some(limiter) = &state.connect_limiter {
+        if limiter.check_key(&address).is_err() {
             crate::metrics::disconnect("connect rate");
             return Some(
                 HttpResponse::TooManyRequests().body("too many connections from this address"),
