@@ -77,6 +77,11 @@ pub struct Limits {
     pub frames_per_minute: u32,
     /// Open sockets per client address (IPv6: per /64); 0 = off. More get 1013.
     pub max_connections_per_ip: usize,
+    /// A larger message or event is delivered live but not stored in history.
+    pub max_history_entry_bytes: usize,
+    /// One node without Redis: all channels' history together; the least recently
+    /// written channels lose theirs first.
+    pub history_memory_bytes: usize,
 }
 
 impl Limits {
@@ -103,6 +108,8 @@ impl Default for Limits {
             max_reply_bytes: 262_144,
             frames_per_minute: 1200,
             max_connections_per_ip: 0,
+            max_history_entry_bytes: 16_384,
+            history_memory_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -221,6 +221,17 @@ pub fn check_direct_message(
     check_direct_recipient(rule, target_authenticated)
 }
 
+/// How many entries a channel keeps after storing this broadcast: the rule's
+/// history size, or 0 (not stored, delivered live only) when the frame is larger
+/// than `limits.max_history_entry_bytes`.
+pub fn history_cap(rule_cap: usize, frame_bytes: usize, max_entry_bytes: usize) -> usize {
+    if frame_bytes > max_entry_bytes {
+        0
+    } else {
+        rule_cap
+    }
+}
+
 /// Whether a member receives a frame meant for authenticated members only (live or from history).
 pub fn reaches(authenticated_only: bool, member_authenticated: bool) -> bool {
     !authenticated_only || member_authenticated

@@ -31,7 +31,8 @@ impl Server {
         crate::triggers::use_roots(crate::http::tls::client_config(
             config.server.outbound_ca_file.as_deref(),
         )?);
-        let engine = crate::cluster::start(&config.cluster).map_err(std::io::Error::other)?;
+        let engine = crate::cluster::start(&config.cluster, config.limits.history_memory_bytes)
+            .map_err(std::io::Error::other)?;
         let state = ServerState::new(config, config_path, engine).map_err(std::io::Error::other)?;
         if state.connect_limiter.is_some() {
             // Forget addresses that stopped connecting, so the limiter's memory stays bounded.

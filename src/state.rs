@@ -1,6 +1,7 @@
 //! What the whole server shares: apps (rules, token verifier, registry), limits,
 //! the engine, and the table of live connections used for limits and draining.
 
+use crate::actors::channel::ChannelLimits;
 use crate::actors::notices::CloseSocket;
 use crate::actors::registry::RegistryActor;
 use crate::auth::TokenVerifier;
@@ -43,15 +44,13 @@ impl AppSettings {
 
 impl AppContext {
     /// Start an app (its registry runs on the current arbiter).
-    /// `reply_budget`: the largest reply a channel sends (`Limits::reply_budget`).
     pub fn start(
         settings: AppSettings,
         engine: Arc<dyn Engine>,
-        reply_budget: usize,
+        limits: ChannelLimits,
     ) -> Arc<AppContext> {
         let hash: Arc<str> = Arc::from(settings.config.hash.as_str());
-        let registry =
-            RegistryActor::new(hash.clone(), settings.rules.clone(), engine, reply_budget);
+        let registry = RegistryActor::new(hash.clone(), settings.rules.clone(), engine, limits);
         Arc::new(AppContext {
             hash,
             registry: actix::Actor::start(registry),
@@ -101,7 +100,7 @@ impl ServerState {
             let settings = AppSettings::build(app)?;
             apps.insert(
                 app.hash.clone(),
-                AppContext::start(settings, engine.clone(), config.limits.reply_budget()),
+                AppContext::start(settings, engine.clone(), ChannelLimits::of(&config.limits)),
             );
         }
         Ok(Arc::new(Self {
@@ -145,8 +144,8 @@ impl ServerState {
             match apps.get(&hash) {
                 Some(app) => app.replace(s),
                 None => {
-                    let budget = self.limits.reply_budget();
-                    apps.insert(hash, AppContext::start(s, self.engine.clone(), budget));
+                    let limits = ChannelLimits::of(&self.limits);
+                    apps.insert(hash, AppContext::start(s, self.engine.clone(), limits));
                 }
             }
         }

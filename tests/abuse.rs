@@ -23,7 +23,8 @@ settings = { anonymous_clients = true, presence = true, message_history = 25 }
 /// entries that fit `limits.max_reply_bytes`, oldest first.
 #[tokio::test]
 async fn a_history_larger_than_the_send_queue_still_answers_every_join() {
-    let server = TestServer::with_config(&config(""));
+    // Entries as large as a frame may be (the entry limit alone would not store them).
+    let server = TestServer::with_config(&config("max_history_entry_bytes = 65536"));
     let mut writer = server.client().await;
     writer.join("chat/x", false, false).await;
     let filler = "x".repeat(62 * 1024);
@@ -144,7 +145,7 @@ async fn a_frame_flood_is_refused_then_closed_with_1008() {
 /// is closed, even though it keeps writing.
 #[tokio::test]
 async fn a_reader_that_never_reads_its_replies_is_dropped_everywhere() {
-    let server = TestServer::with_config(&config(""));
+    let server = TestServer::with_config(&config("max_history_entry_bytes = 65536"));
     let mut writer = server.client().await;
     writer.join_presence("chat/big").await;
     let filler = "x".repeat(60 * 1024);

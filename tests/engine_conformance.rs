@@ -85,7 +85,7 @@ type Case = fn(Arc<dyn Engine>) -> BoxFuture<'static, ()>;
 /// Run a case against the in-memory engine, then against Redis.
 fn conform(case: Case) {
     actix_rt::System::new().block_on(async move {
-        let memory = cluster::start(&ClusterConfig::default()).expect("memory engine");
+        let memory = cluster::start(&ClusterConfig::default(), usize::MAX).expect("memory engine");
         case(memory).await;
 
         let redis = Redis::start().await;
@@ -93,7 +93,7 @@ fn conform(case: Case) {
             redis_url: format!("redis://127.0.0.1:{}", redis.port),
             ..ClusterConfig::default()
         };
-        let engine = cluster::start(&config).expect("redis engine");
+        let engine = cluster::start(&config, usize::MAX).expect("redis engine");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !engine.ready() {
             assert!(Instant::now() < deadline, "Redis engine ready within 10 s");

@@ -8,7 +8,7 @@
 use super::notices::{ChannelIdle, MemberNotice};
 use crate::auth::Identity;
 use crate::cluster::{Audience, Broadcast, ChannelKey, Deliver, Engine, EngineError, HistoryEntry};
-use crate::config::ChannelRule;
+use crate::config::{ChannelRule, Limits};
 use crate::outbox::{Outbox, Push};
 use crate::protocol::{self, SharedJson};
 use crate::rules::{self, Denied};
@@ -22,6 +22,24 @@ mod join;
 mod messages;
 pub use join::Join;
 pub use messages::{Addressed, ChannelEvent, ClientMessage, HistoryRequest};
+
+/// What a channel needs of `limits`.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelLimits {
+    /// The largest reply (join ack, history, presence_full) in JSON bytes.
+    pub reply_bytes: usize,
+    /// A larger frame is delivered live but not stored.
+    pub history_entry_bytes: usize,
+}
+
+impl ChannelLimits {
+    pub fn of(limits: &Limits) -> ChannelLimits {
+        ChannelLimits {
+            reply_bytes: limits.reply_budget(),
+            history_entry_bytes: limits.max_history_entry_bytes,
+        }
+    }
+}
 
 /// A socket in a channel, as the channel sees it.
 #[derive(Clone)]
@@ -48,8 +66,7 @@ pub struct ChannelActor {
     /// Whether this actor receives the channel's broadcasts: from its first join on.
     /// An actor started for a backend event alone publishes and stops.
     subscribed: bool,
-    /// The largest reply (join ack, history, presence_full) in JSON bytes.
-    reply_budget: usize,
+    limits: ChannelLimits,
 }
 
 impl Actor for ChannelActor {
@@ -69,7 +86,7 @@ impl ChannelActor {
         rule: Arc<ChannelRule>,
         registry: Recipient<ChannelIdle>,
         engine: Arc<dyn Engine>,
-        reply_budget: usize,
+        limits: ChannelLimits,
     ) -> Self {
         Self {
             key,
@@ -79,7 +96,7 @@ impl ChannelActor {
             registry,
             engine,
             subscribed: false,
-            reply_budget,
+            limits,
         }
     }
 

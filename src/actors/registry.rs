@@ -4,7 +4,9 @@
 //! channel under a prefix) to the channel actors that publish them: the registry
 //! never publishes itself, so each channel has one writer.
 
-use super::channel::{ChannelActor, ChannelEvent, Join, Member, Shutdown, Snapshot, UpdateRule};
+use super::channel::{
+    ChannelActor, ChannelEvent, ChannelLimits, Join, Member, Shutdown, Snapshot, UpdateRule,
+};
 use super::notices::ChannelIdle;
 use crate::cluster::{Audience, Broadcast, ChannelKey, Engine, EngineError};
 use crate::config::ChannelRule;
@@ -31,8 +33,7 @@ pub struct RegistryActor {
     /// Channels told to stop that may still be finishing engine work (a `leave` for
     /// the other nodes); a graceful shutdown waits for them.
     stopping: Vec<Addr<ChannelActor>>,
-    /// The largest reply a channel sends.
-    reply_budget: usize,
+    limits: ChannelLimits,
 }
 
 impl RegistryActor {
@@ -40,7 +41,7 @@ impl RegistryActor {
         app: Arc<str>,
         rules: Arc<RuleSet>,
         engine: Arc<dyn Engine>,
-        reply_budget: usize,
+        limits: ChannelLimits,
     ) -> Self {
         Self {
             app,
@@ -48,7 +49,7 @@ impl RegistryActor {
             engine,
             channels: HashMap::new(),
             stopping: Vec::new(),
-            reply_budget,
+            limits,
         }
     }
 
@@ -58,14 +59,14 @@ impl RegistryActor {
             app: self.app.clone(),
             channel: Arc::from(name),
         };
-        let (engine, reply_budget) = (&self.engine, self.reply_budget);
+        let (engine, limits) = (&self.engine, self.limits);
         self.channels.entry(key.channel.clone()).or_insert_with(|| {
             let channel = ChannelActor::new(
                 key,
                 rule.clone(),
                 ctx.address().recipient(),
                 engine.clone(),
-                reply_budget,
+                limits,
             );
             crate::metrics::channels_live(1.0);
             Live {
@@ -95,11 +96,7 @@ impl RegistryActor {
                     .clone()
                     .map(Audience::user)
                     .unwrap_or_else(Audience::everyone),
-                history_cap: if rule.history_events {
-                    rule.settings.message_history
-                } else {
-                    0
-                },
+                history_cap: 0,
                 origin: None,
                 seq: None,
             };

@@ -1,7 +1,9 @@
 //! One node, everything in memory. A publish appends to the channel's history ring
 //! and hands the broadcast to the channel's subscribers in the same step, so history
 //! order is delivery order. Rings outlive the channel actor and expire after
-//! `history_ttl` without writes. Members and per-user slots are counted here too:
+//! `history_ttl` without writes; all of them together stay under
+//! `limits.history_memory_bytes`, the least recently written channels losing theirs
+//! first. Members and per-user slots are counted here too:
 //! the same questions the Redis engine answers for a cluster.
 
 use super::engine::{
@@ -19,6 +21,33 @@ use std::time::{Duration, Instant};
 struct Ring {
     entries: VecDeque<HistoryEntry>,
     last_write: Instant,
+    bytes: usize,
+}
+
+/// Every channel's ring, and their bytes together.
+#[derive(Default)]
+struct Rings {
+    by_channel: HashMap<ChannelKey, Ring>,
+    bytes: usize,
+}
+
+impl Rings {
+    /// Drop whole rings, least recently written first, until under `budget`.
+    fn evict_to(&mut self, budget: usize) {
+        while self.bytes > budget {
+            let Some(oldest) = self
+                .by_channel
+                .iter()
+                .min_by_key(|(_, ring)| ring.last_write)
+                .map(|(key, _)| key.clone())
+            else {
+                return;
+            };
+            if let Some(ring) = self.by_channel.remove(&oldest) {
+                self.bytes -= ring.bytes;
+            }
+        }
+    }
 }
 
 /// A channel that has a subscriber or a member.
@@ -35,7 +64,8 @@ impl Live {
 }
 
 pub struct MemoryEngine {
-    history: Mutex<HashMap<ChannelKey, Ring>>,
+    history: Mutex<Rings>,
+    history_budget: usize,
     live: Mutex<HashMap<ChannelKey, Live>>,
     users: Mutex<HashMap<(String, String), usize>>,
     /// Numbers every broadcast, so a joiner skips what its join reply already held.
@@ -44,9 +74,11 @@ pub struct MemoryEngine {
 }
 
 impl MemoryEngine {
-    pub fn new(history_ttl: Duration) -> Self {
+    /// `history_budget`: the bytes all channels' history may take together.
+    pub fn new(history_ttl: Duration, history_budget: usize) -> Self {
         Self {
-            history: Mutex::new(HashMap::new()),
+            history: Mutex::new(Rings::default()),
+            history_budget,
             live: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
@@ -57,14 +89,27 @@ impl MemoryEngine {
     /// Drop the history of channels nobody wrote to within the TTL; returns how many.
     pub fn sweep(&self) -> usize {
         let mut h = self.history.lock();
-        let before = h.len();
+        let before = h.by_channel.len();
         let ttl = self.history_ttl;
-        h.retain(|_, ring| ring.last_write.elapsed() < ttl);
-        before - h.len()
+        let mut freed = 0;
+        h.by_channel.retain(|_, ring| {
+            let keep = ring.last_write.elapsed() < ttl;
+            if !keep {
+                freed += ring.bytes;
+            }
+            keep
+        });
+        h.bytes -= freed;
+        before - h.by_channel.len()
     }
 
     pub fn channels_with_history(&self) -> usize {
-        self.history.lock().len()
+        self.history.lock().by_channel.len()
+    }
+
+    /// The bytes all stored history takes (frames only).
+    pub fn history_bytes(&self) -> usize {
+        self.history.lock().bytes
     }
 
     fn with_live<T>(&self, key: &ChannelKey, f: impl FnOnce(&mut Live) -> T) -> T {
@@ -84,18 +129,26 @@ impl Broker for MemoryEngine {
         msg.seq = Some(seq);
         if msg.history_cap > 0 {
             let mut h = self.history.lock();
-            let ring = h.entry(key.clone()).or_insert_with(|| Ring {
+            let ring = h.by_channel.entry(key.clone()).or_insert_with(|| Ring {
                 entries: VecDeque::new(),
                 last_write: Instant::now(),
+                bytes: 0,
             });
             ring.last_write = Instant::now();
+            ring.bytes += msg.json.len();
+            let mut delta = msg.json.len() as isize;
             ring.entries.push_back(HistoryEntry {
                 json: msg.json.clone(),
                 audience: msg.audience.clone(),
             });
             while ring.entries.len() > msg.history_cap {
-                ring.entries.pop_front();
+                if let Some(old) = ring.entries.pop_front() {
+                    ring.bytes -= old.json.len();
+                    delta -= old.json.len() as isize;
+                }
             }
+            h.bytes = h.bytes.saturating_add_signed(delta);
+            h.evict_to(self.history_budget);
         }
         // Sent under the lock: two publishes of one channel reach its subscribers in
         // the order their history entries were written.
@@ -112,6 +165,7 @@ impl Broker for MemoryEngine {
         let entries = self
             .history
             .lock()
+            .by_channel
             .get(key)
             .map(|r| r.entries.iter().cloned().collect())
             .unwrap_or_default();
@@ -227,7 +281,7 @@ mod tests {
 
     #[test]
     fn idle_history_expires() {
-        let e = MemoryEngine::new(Duration::ZERO);
+        let e = MemoryEngine::new(Duration::ZERO, usize::MAX);
         let k = ChannelKey::new("a", "c");
         e.publish(&k, msg("1", 5)).now_or_never().unwrap().unwrap();
         assert_eq!(e.sweep(), 1);
@@ -235,8 +289,34 @@ mod tests {
     }
 
     #[test]
+    fn history_stays_under_its_byte_budget_losing_the_oldest_channel_first() {
+        let e = MemoryEngine::new(Duration::from_secs(60), 10);
+        let (a, b) = (ChannelKey::new("a", "old"), ChannelKey::new("a", "new"));
+        e.publish(&a, msg("aaaa", 5))
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        e.publish(&b, msg("bbbb", 5))
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.history_bytes(), 8);
+        // 12 bytes would be over 10: the least recently written channel goes.
+        e.publish(&b, msg("cccc", 5))
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.history_bytes(), 8);
+        assert!(e.history(&a).now_or_never().unwrap().unwrap().is_empty());
+        assert_eq!(e.history(&b).now_or_never().unwrap().unwrap().len(), 2);
+        // The cap by count gives bytes back too.
+        e.publish(&b, msg("d", 1)).now_or_never().unwrap().unwrap();
+        assert_eq!(e.history_bytes(), 1);
+    }
+
+    #[test]
     fn the_watermark_follows_every_publish() {
-        let e = MemoryEngine::new(Duration::from_secs(60));
+        let e = MemoryEngine::new(Duration::from_secs(60), usize::MAX);
         let k = ChannelKey::new("a", "c");
         let before = e.watermark();
         e.publish(&k, msg("1", 0)).now_or_never().unwrap().unwrap();

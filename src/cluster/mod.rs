@@ -18,12 +18,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Start the engine the configuration asks for: Redis when `cluster.redis_url` is
-/// set, else memory (with its history sweeper). Call inside an actix system.
-pub fn start(config: &crate::config::ClusterConfig) -> Result<Arc<dyn Engine>, EngineError> {
+/// set, else memory (with its history sweeper and `history_budget` bytes of history
+/// in all). Call inside an actix system.
+pub fn start(
+    config: &crate::config::ClusterConfig,
+    history_budget: usize,
+) -> Result<Arc<dyn Engine>, EngineError> {
     if !config.redis_url.is_empty() {
         return Ok(Arc::new(redis::RedisEngine::start(config)?));
     }
-    let memory = Arc::new(MemoryEngine::new(Duration::from_secs(config.history_ttl_s)));
+    let memory = Arc::new(MemoryEngine::new(
+        Duration::from_secs(config.history_ttl_s),
+        history_budget,
+    ));
     let sweeper = memory.clone();
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));

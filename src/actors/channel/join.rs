@@ -83,13 +83,13 @@ impl ChannelActor {
             self.channel(),
             Some(&member.client),
             self.visible_history(id, member, &effects.history),
-            self.reply_budget,
+            self.limits.reply_bytes,
         ));
         if wants_presence {
             let (frame, listed) = protocol::presence_full_frame_within(
                 self.channel(),
                 effects.presence.iter().map(|c| c.as_ref()),
-                self.reply_budget,
+                self.limits.reply_bytes,
             );
             if listed < effects.presence.len() {
                 tracing::warn!(

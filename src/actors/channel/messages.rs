@@ -30,22 +30,33 @@ pub struct ClientMessage {
 }
 
 impl ChannelActor {
+    /// How much history to keep when storing `json`: the rule's size, unless the
+    /// frame is too large to store (delivered live only).
+    fn stored_cap(&self, json: &[u8]) -> usize {
+        rules::history_cap(
+            self.rule.settings.message_history,
+            json.len(),
+            self.limits.history_entry_bytes,
+        )
+    }
+
     fn public_message(
         &mut self,
         sender: &Member,
         msg: ClientMessage,
         authenticated_only: bool,
     ) -> Broadcast {
+        let json = protocol::message_json(
+            self.channel(),
+            authenticated_only,
+            None,
+            &sender.client,
+            &msg.payload,
+        );
         Broadcast {
-            json: protocol::message_json(
-                self.channel(),
-                authenticated_only,
-                None,
-                &sender.client,
-                &msg.payload,
-            ),
+            history_cap: self.stored_cap(&json),
+            json,
             audience: Audience::Members { authenticated_only },
-            history_cap: self.rule.settings.message_history,
             origin: Some(msg.sender),
             seq: None,
         }
@@ -129,7 +140,11 @@ pub struct ChannelEvent {
 impl Handler<ChannelEvent> for ChannelActor {
     type Result = ();
 
-    fn handle(&mut self, msg: ChannelEvent, ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut msg: ChannelEvent, ctx: &mut Context<Self>) {
+        // Stored only under a rule with `history_events`, and not when too large.
+        if self.rule.history_events {
+            msg.broadcast.history_cap = self.stored_cap(&msg.broadcast.json);
+        }
         let done = msg.done;
         if msg.local_only {
             self.deliver(&msg.broadcast, ctx);
@@ -194,7 +209,7 @@ impl Handler<AnswerHistory> for ChannelActor {
                         act.channel(),
                         None,
                         act.visible_history(&msg.socket_id, member, &history),
-                        act.reply_budget,
+                        act.limits.reply_bytes,
                     ));
                 }
                 Err(_) => act.send_error(member, Denied::Unavailable),
