@@ -125,6 +125,9 @@ pub struct ClusterConfig {
     pub history_ttl_s: u64,
     /// PEM CA certificates trusted for `rediss://` instead of the system's.
     pub redis_ca_file: Option<PathBuf>,
+    /// Broadcasts Redis accepted that this node has not seen come back yet, kept to
+    /// publish again after a reconnect; when full, new messages are refused.
+    pub resend_buffer_bytes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -135,6 +138,7 @@ impl Default for ClusterConfig {
             presence_ttl_s: 10,
             history_ttl_s: 86_400,
             redis_ca_file: None,
+            resend_buffer_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -220,6 +220,8 @@ pub struct Opts {
     pub max_connections_per_user: usize,
     /// More TOML appended to the demo app (`[[apps.channels]]` tables).
     pub extra_rules: String,
+    /// More keys of `[cluster]`.
+    pub extra_cluster: String,
 }
 
 impl Default for Opts {
@@ -228,6 +230,7 @@ impl Default for Opts {
             presence_ttl_s: 3,
             max_connections_per_user: 0,
             extra_rules: String::new(),
+            extra_cluster: String::new(),
         }
     }
 }
@@ -256,6 +259,7 @@ pong_timeout_s = 60
 redis_url = "redis://127.0.0.1:{redis_port}"
 prefix = "{PREFIX}"
 presence_ttl_s = {ttl}
+{extra_cluster}
 
 [[apps]]
 name = "Demo"
@@ -297,6 +301,7 @@ settings = {{ anonymous_clients = true, presence = true, message_history = 25 }}
         per_user = opts.max_connections_per_user,
         ttl = opts.presence_ttl_s,
         extra = opts.extra_rules,
+        extra_cluster = opts.extra_cluster,
     )
 }
 

@@ -25,7 +25,7 @@ mod publish;
 use bridge::{Route, SubCommand};
 use events::{collect_entries, durable_events};
 use presence::{heartbeats, parse_record};
-use publish::{decode_envelope, encode_envelope, Pending, MAX_PENDING};
+use publish::{decode_envelope, encode_envelope, Pending, PendingQueue};
 
 use crate::cluster::engine::{
     Audience, Broadcast, Broker, ChannelKey, Deliver, Engine, EngineError, EngineResult, EventSink,
@@ -85,7 +85,7 @@ struct Inner {
     own_members: Mutex<HashMap<(String, String), (String, String)>>,
     own_users: Mutex<HashMap<(String, String), usize>>,
     connected: AtomicBool,
-    pending: Mutex<std::collections::VecDeque<Pending>>,
+    pending: Mutex<PendingQueue>,
     sequence: std::sync::atomic::AtomicU64,
     events: Mutex<Option<EventSink>>,
     publish_script: Script,
@@ -203,7 +203,7 @@ impl RedisEngine {
             own_members: Mutex::new(HashMap::new()),
             own_users: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
-            pending: Mutex::new(std::collections::VecDeque::new()),
+            pending: Mutex::new(PendingQueue::new(config.resend_buffer_bytes)),
             sequence: std::sync::atomic::AtomicU64::new(0),
             events: Mutex::new(None),
             publish_script: Script::new(PUBLISH_LUA),
@@ -249,11 +249,7 @@ impl Broker for RedisEngine {
             // Tracked only where this node will see it come back (a local subscription).
             let tracked = inner.routes.lock().contains_key(&topic);
             if tracked {
-                let mut pending = inner.pending.lock();
-                if pending.len() >= MAX_PENDING {
-                    pending.pop_front();
-                }
-                pending.push_back(Pending {
+                let taken = inner.pending.lock().push(Pending {
                     mid: mid.clone(),
                     key: key.clone(),
                     envelope: envelope.clone(),
@@ -261,6 +257,10 @@ impl Broker for RedisEngine {
                     entry: entry.clone(),
                     at: std::time::Instant::now(),
                 });
+                if !taken {
+                    crate::metrics::dropped("resend_buffer_full");
+                    return Err(EngineError::Unavailable("resend buffer full".into()));
+                }
             }
             let mut conn = inner.conn();
             let started = std::time::Instant::now();
@@ -278,7 +278,7 @@ impl Broker for RedisEngine {
             if let Err(e) = sent {
                 // Refused (the sender is told): it must not be republished later.
                 if tracked {
-                    inner.pending.lock().retain(|p| p.mid != mid);
+                    inner.pending.lock().remove(&mid);
                 }
                 return Err(unavailable(e));
             }

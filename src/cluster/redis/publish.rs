@@ -16,10 +16,7 @@ impl Inner {
         if !header.m.starts_with(self.node_id.as_str()) {
             return;
         }
-        let mut pending = self.pending.lock();
-        if let Some(i) = pending.iter().position(|p| p.mid == header.m) {
-            pending.remove(i);
-        }
+        self.pending.lock().remove(&header.m);
     }
 
     /// After a reconnect: publish again what Redis accepted but never sent back.
@@ -28,6 +25,7 @@ impl Inner {
         let waiting: Vec<_> = {
             let pending = self.pending.lock();
             pending
+                .items
                 .iter()
                 .map(|p| {
                     (
@@ -64,11 +62,11 @@ impl Inner {
     /// Broadcasts pending for long while connected were lost for good; forget them.
     pub(super) fn prune_pending(&self) {
         let mut pending = self.pending.lock();
-        let before = pending.len();
+        let before = pending.items.len();
         pending.retain(|p| p.at.elapsed() < Duration::from_secs(60));
-        if pending.len() < before {
+        if pending.items.len() < before {
             tracing::warn!(
-                lost = before - pending.len(),
+                lost = before - pending.items.len(),
                 "broadcasts never came back from Redis"
             );
         }
@@ -163,7 +161,61 @@ pub(super) struct Pending {
     pub(super) at: std::time::Instant,
 }
 
-pub(super) const MAX_PENDING: usize = 100_000;
+impl Pending {
+    fn bytes(&self) -> usize {
+        self.envelope.len() + self.entry.len() + self.mid.len()
+    }
+}
+
+/// The broadcasts at risk, bounded in bytes (`cluster.resend_buffer_bytes`): when
+/// full, a new broadcast is refused (`Service unavailable` to its sender) rather
+/// than an older accepted one forgotten (docs/protocol.md section 9).
+pub(super) struct PendingQueue {
+    pub(super) items: std::collections::VecDeque<Pending>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl PendingQueue {
+    pub(super) fn new(limit: usize) -> Self {
+        Self {
+            items: std::collections::VecDeque::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// Keep `p` until it comes back; false when there is no room for it.
+    pub(super) fn push(&mut self, p: Pending) -> bool {
+        let size = p.bytes();
+        if self.bytes + size > self.limit {
+            return false;
+        }
+        self.bytes += size;
+        self.items.push_back(p);
+        true
+    }
+
+    pub(super) fn remove(&mut self, mid: &str) {
+        if let Some(i) = self.items.iter().position(|p| p.mid == mid) {
+            if let Some(p) = self.items.remove(i) {
+                self.bytes -= p.bytes();
+            }
+        }
+    }
+
+    pub(super) fn retain(&mut self, keep: impl Fn(&Pending) -> bool) {
+        let mut freed = 0;
+        self.items.retain(|p| {
+            let kept = keep(p);
+            if !kept {
+                freed += p.bytes();
+            }
+            kept
+        });
+        self.bytes -= freed;
+    }
+}
 
 #[cfg(test)]
 mod tests {
