@@ -108,6 +108,8 @@ struct Rule {
     publish_admin: bool,
     /// `owner_segment = true`, and the test channel is `own<k>:<this id>`.
     owner: Option<i64>,
+    /// `history_events = true`: backend events are stored, each with its audience.
+    history_events: bool,
 }
 
 const PAIRS: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
@@ -126,6 +128,7 @@ impl Rule {
             join_admin: false,
             publish_admin: false,
             owner: None,
+            history_events: false,
         }
     }
 
@@ -153,6 +156,7 @@ active = {active}
 join_roles = {join_roles}
 publish_roles = {publish_roles}
 owner_segment = {owner}
+history_events = {he}
 public_messaging = {{ active = {pa}, auth = {pu} }}
 private_messaging = {{ active = {qa}, auth = {qu} }}
 settings = {{ anonymous_clients = {anon}, auth_channel = {ac}, message_history = {h}, presence = {p} }}
@@ -162,6 +166,7 @@ settings = {{ anonymous_clients = {anon}, auth_channel = {ac}, message_history =
             join_roles = roles(self.join_admin),
             publish_roles = roles(self.publish_admin),
             owner = self.owner.is_some(),
+            he = self.history_events,
             pa = self.public.0,
             pu = self.public.1,
             qa = self.private.0,
@@ -181,7 +186,7 @@ settings = {{ anonymous_clients = {anon}, auth_channel = {ac}, message_history =
             (true, true) => "on+auth",
         };
         format!(
-            "rule {} (channel {}): active={} anonymous_clients={} public={} private={} auth_channel={} message_history={} presence={} join_roles={} publish_roles={} owner_segment={}",
+            "rule {} (channel {}): active={} anonymous_clients={} public={} private={} auth_channel={} message_history={} history_events={} presence={} join_roles={} publish_roles={} owner_segment={}",
             self.pattern(),
             self.channel(),
             self.active,
@@ -190,6 +195,7 @@ settings = {{ anonymous_clients = {anon}, auth_channel = {ac}, message_history =
             m(self.private),
             self.auth_channel,
             self.message_history,
+            self.history_events,
             self.presence,
             if self.join_admin { "[admin]" } else { "[]" },
             if self.publish_admin { "[admin]" } else { "[]" },
@@ -348,6 +354,11 @@ mod contract {
         rule.message_history > 0
     }
 
+    /// "Events are not stored in history unless the rule sets `history_events = true`."
+    pub fn stores_events(rule: &Rule) -> bool {
+        rule.history_events && rule.message_history > 0
+    }
+
     /// "If it asked for presence and the rule has presence on": presence_full for it,
     /// presence_update for "every other member that asked for presence". A member that
     /// did not ask is not a presence member (it is announced to nobody, so it is not
@@ -435,13 +446,33 @@ impl std::ops::AddAssign for Stats {
     }
 }
 
+/// Who may see a stored frame: what its live audience was (section 3: "A history
+/// reply never shows a socket what it could not have received live"; section 6: "a
+/// stored event keeps its audience").
+#[derive(Clone, Copy, Debug)]
+enum Seen {
+    /// A public message: everyone, or authenticated members only.
+    Message { authenticated_only: bool },
+    /// An event, for everyone or (`auth_id`) one user.
+    Event { auth_id: Option<i64> },
+}
+
+impl Seen {
+    fn by(self, reader: Who) -> bool {
+        match self {
+            Seen::Message { authenticated_only } => contract::receives(authenticated_only, reader),
+            Seen::Event { auth_id } => contract::event_reaches(auth_id, reader),
+        }
+    }
+}
+
 struct Scenario<'a> {
     server: &'a TestServer,
     rule: Rule,
     channel: String,
     socks: Vec<Sock>,
-    /// Stored public messages: (frame, authenticated-only).
-    history: Vec<(Value, bool)>,
+    /// Stored frames and who may see each.
+    history: Vec<(Value, Seen)>,
     seq: usize,
     action: String,
     stats: Stats,
@@ -654,10 +685,17 @@ impl<'a> Scenario<'a> {
         self.check(i)
     }
 
+    /// Append to the expected history, capped at the rule's size.
+    fn store(&mut self, frame: Value, seen: Seen) {
+        self.history.push((frame, seen));
+        let excess = self.history.len().saturating_sub(self.rule.message_history);
+        self.history.drain(..excess);
+    }
+
     fn visible_history(&self, reader: Who) -> Vec<Value> {
         self.history
             .iter()
-            .filter(|(_, auth_only)| contract::receives(*auth_only, reader))
+            .filter(|(_, seen)| seen.by(reader))
             .map(|(f, _)| f.clone())
             .collect()
     }
@@ -789,9 +827,7 @@ impl<'a> Scenario<'a> {
                     }
                 }
                 if contract::stores_public(&self.rule) {
-                    self.history.push((frame, authenticated_only));
-                    let excess = self.history.len().saturating_sub(self.rule.message_history);
-                    self.history.drain(..excess);
+                    self.store(frame, Seen::Message { authenticated_only });
                 }
             }
             Err(texts) => {
@@ -952,6 +988,12 @@ impl<'a> Scenario<'a> {
                     self.stats.event_frames += 1;
                 }
             }
+            // Section 6: stored under `history_events`, with its audience. A pattern
+            // event reaches (and so is stored in) only a channel that has members.
+            let reached = channel == self.channel || self.socks.iter().any(|s| s.member);
+            if contract::stores_events(&self.rule) && reached {
+                self.store(frame, Seen::Event { auth_id: *auth_id });
+            }
         }
         let (status, answer) = self.server.publish(&Value::Array(body)).await;
         if status != 202 {
@@ -1088,8 +1130,8 @@ async fn run_group(group: &str, rules: Vec<Rule>) {
 // ---------------------------------------------------------------- the groups
 
 /// Every combination of anonymous_clients × public_messaging.{active,auth} ×
-/// private_messaging.{active,auth} × auth_channel × message_history (0, 25) × presence
-/// (256 rules), plus inactive rules.
+/// private_messaging.{active,auth} × auth_channel × (message_history 0 or 25) × history_events × presence
+/// (512 rules), plus inactive rules.
 #[tokio::test]
 async fn matrix_of_the_xano_flags() {
     let mut rules = Vec::new();
@@ -1097,7 +1139,9 @@ async fn matrix_of_the_xano_flags() {
         for public in PAIRS {
             for private in PAIRS {
                 for auth_channel in [false, true] {
-                    for message_history in [0, 25] {
+                    for (message_history, history_events) in
+                        [(0, false), (0, true), (25, false), (25, true)]
+                    {
                         for presence in [false, true] {
                             let mut r = Rule::plain(rules.len());
                             r.anonymous_clients = anonymous_clients;
@@ -1105,6 +1149,7 @@ async fn matrix_of_the_xano_flags() {
                             r.private = private;
                             r.auth_channel = auth_channel;
                             r.message_history = message_history;
+                            r.history_events = history_events;
                             r.presence = presence;
                             rules.push(r);
                         }
@@ -1149,6 +1194,7 @@ async fn matrix_of_the_role_acls() {
                             r.private = private;
                             r.auth_channel = auth_channel;
                             r.message_history = 25;
+                            r.history_events = presence; // varied along with presence
                             r.presence = presence;
                             rules.push(r);
                         }
@@ -1181,6 +1227,7 @@ async fn matrix_of_owner_channels() {
                                 r.private = private;
                                 r.auth_channel = presence; // varied along with presence
                                 r.message_history = 25;
+                                r.history_events = presence; // varied along with presence
                                 r.presence = presence;
                                 rules.push(r);
                             }
