@@ -92,6 +92,17 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
+        self.validate_limits()?;
+        let mut hashes = std::collections::HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            validate_app(i, app, &mut hashes)?;
+        }
+        Ok(())
+    }
+
+    /// `server` and the CA files of `cluster`.
+    fn validate_server(&self) -> Result<(), ConfigError> {
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid("server.listen", "expected ip:port"));
         }
@@ -122,6 +133,10 @@ impl Config {
                 "tls_cert and tls_key must be set together",
             ));
         }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         if l.max_frame_bytes < 128 {
             return Err(invalid("limits.max_frame_bytes", "must be at least 128"));
@@ -141,62 +156,66 @@ impl Config {
         if l.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be > 0"));
         }
-        let mut hashes = std::collections::HashSet::new();
-        for (i, app) in self.apps.iter().enumerate() {
-            let at = |k: &str| format!("apps[{i}].{k}");
-            // Hashes are parts of URLs and of Redis keys (`<prefix><hash>:ch:…`): a `:`
-            // would let two apps' keys collide.
-            let hash_ok = !app.hash.is_empty()
-                && app
-                    .hash
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if !hash_ok {
-                return Err(invalid(
-                    at("hash"),
-                    "must be one or more of A-Z, a-z, 0-9, '_' and '-'",
-                ));
-            }
-            if !hashes.insert(app.hash.as_str()) {
-                return Err(invalid(
-                    at("hash"),
-                    format!("duplicate hash {:?}", app.hash),
-                ));
-            }
-            if app.api_key.len() < 8 {
-                return Err(invalid(at("api_key"), "must be at least 8 characters"));
-            }
-            crate::auth::TokenVerifier::from_config(app)
-                .map_err(|e| invalid(at("jwt"), e.to_string()))?;
-            let mut patterns = std::collections::HashSet::new();
-            for (j, rule) in app.channels.iter().enumerate() {
-                let at = |k: &str| format!("apps[{i}].channels[{j}].{k}");
-                crate::rules::validate_pattern(&rule.pattern)
-                    .map_err(|why| invalid(at("pattern"), why))?;
-                if !patterns.insert(rule.pattern.as_str()) {
-                    return Err(invalid(
-                        at("pattern"),
-                        format!("duplicate pattern {:?}", rule.pattern),
-                    ));
-                }
-                if rule.settings.message_history > 1000 {
-                    return Err(invalid(
-                        at("settings.message_history"),
-                        "must be between 0 and 1000",
-                    ));
-                }
-                if let Some(url) = &rule.trigger_url {
-                    if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        return Err(invalid(at("trigger_url"), "must be an http(s) URL"));
-                    }
-                }
-                if rule.trigger_timeout_ms == 0 {
-                    return Err(invalid(at("trigger_timeout_ms"), "must be > 0"));
-                }
-            }
-        }
         Ok(())
     }
+}
+
+/// One app and its channel rules; `hashes` holds the hashes seen so far.
+fn validate_app<'a>(
+    i: usize,
+    app: &'a AppConfig,
+    hashes: &mut std::collections::HashSet<&'a str>,
+) -> Result<(), ConfigError> {
+    let at = |k: &str| format!("apps[{i}].{k}");
+    // Hashes are parts of URLs and of Redis keys (`<prefix><hash>:ch:…`): a `:`
+    // would let two apps' keys collide.
+    let hash_ok = !app.hash.is_empty()
+        && app
+            .hash
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !hash_ok {
+        return Err(invalid(
+            at("hash"),
+            "must be one or more of A-Z, a-z, 0-9, '_' and '-'",
+        ));
+    }
+    if !hashes.insert(app.hash.as_str()) {
+        return Err(invalid(
+            at("hash"),
+            format!("duplicate hash {:?}", app.hash),
+        ));
+    }
+    if app.api_key.len() < 8 {
+        return Err(invalid(at("api_key"), "must be at least 8 characters"));
+    }
+    crate::auth::TokenVerifier::from_config(app).map_err(|e| invalid(at("jwt"), e.to_string()))?;
+    let mut patterns = std::collections::HashSet::new();
+    for (j, rule) in app.channels.iter().enumerate() {
+        let at = |k: &str| format!("apps[{i}].channels[{j}].{k}");
+        crate::rules::validate_pattern(&rule.pattern).map_err(|why| invalid(at("pattern"), why))?;
+        if !patterns.insert(rule.pattern.as_str()) {
+            return Err(invalid(
+                at("pattern"),
+                format!("duplicate pattern {:?}", rule.pattern),
+            ));
+        }
+        if rule.settings.message_history > 1000 {
+            return Err(invalid(
+                at("settings.message_history"),
+                "must be between 0 and 1000",
+            ));
+        }
+        if let Some(url) = &rule.trigger_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(at("trigger_url"), "must be an http(s) URL"));
+            }
+        }
+        if rule.trigger_timeout_ms == 0 {
+            return Err(invalid(at("trigger_timeout_ms"), "must be > 0"));
+        }
+    }
+    Ok(())
 }
 
 /// `SWITCHBOARD__LIMITS__MAX_CONNECTIONS=5` sets `limits.max_connections`;

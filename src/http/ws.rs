@@ -68,14 +68,7 @@ pub async fn upgrade(
     let admission = match Admission::admit(&state, user, address).await {
         Ok(a) => a,
         Err(refused) => {
-            let (code, reason) = match refused {
-                Refused::ServerFull => (close::OVERLOAD, "server full"),
-                Refused::UserFull => (
-                    close::TOO_MANY_FOR_USER,
-                    "too many connections for this user",
-                ),
-                Refused::AddressFull => (close::OVERLOAD, "too many connections from this address"),
-            };
+            let (code, reason) = close_for(refused);
             refuse(&outbox, None, code, reason);
             return respond(response, OutboxBody::new(outbox));
         }
@@ -104,6 +97,18 @@ fn client_address(state: &ServerState, req: &HttpRequest) -> IpAddr {
         .trusted_proxies
         .client(peer, header("forwarded"), header("x-forwarded-for"));
     limit_key(client)
+}
+
+/// The close code and reason of a socket the connection table has no room for.
+fn close_for(refused: Refused) -> (u16, &'static str) {
+    match refused {
+        Refused::ServerFull => (close::OVERLOAD, "server full"),
+        Refused::UserFull => (
+            close::TOO_MANY_FOR_USER,
+            "too many connections for this user",
+        ),
+        Refused::AddressFull => (close::OVERLOAD, "too many connections from this address"),
+    }
 }
 
 /// Refusals that need no handshake: a draining node, a client over the connect rate.

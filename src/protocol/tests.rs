@@ -1,6 +1,7 @@
 //! Tests of frame parsing and encoding (`src/protocol.rs`).
 
 use super::*;
+use serde_json::Value;
 
 fn json_of(frame: &Frame) -> Value {
     let (len, start) = match frame[1] {

@@ -13,12 +13,14 @@
 //! - `P node:N`   what node N registered (members, users), removed by whoever sweeps N
 //! - `P publish`  backends' events (pub/sub); `P publish-stream` the durable path
 //!
-//! Files: this one holds the engine and its `Engine` methods; `bridge` the pub/sub
-//! connection and recovery; `publish` the wire envelope and unconfirmed broadcasts;
+//! Files: this one holds the engine and its publish/subscribe/history; `members`
+//! membership, presence lists and user slots; `bridge` the pub/sub connection and
+//! recovery; `publish` the wire envelope and unconfirmed broadcasts;
 //! `presence` heartbeats and the sweep of dead nodes; `events` the durable event stream.
 
 mod bridge;
 mod events;
+mod members;
 mod presence;
 mod publish;
 
@@ -342,161 +344,6 @@ impl Broker for RedisEngine {
                 let _ = self.inner.sub_tx.send(SubCommand::Unsubscribe(topic));
             }
         }
-    }
-}
-
-impl Membership for RedisEngine {
-    fn member_joined(&self, key: &ChannelKey, member: MemberRecord) -> EngineResult<()> {
-        let inner = self.inner.clone();
-        let hash = inner.members_key(key);
-        let record = format!(
-            "{}\n{}{}\n{}",
-            inner.node_id,
-            member.presence as u8,
-            member.authenticated as u8,
-            member.client.get()
-        );
-        let entry = format!("{}\n{}\n{}", key.app, key.channel, member.socket_id);
-        Box::pin(async move {
-            let mut conn = inner.conn();
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .hset(&hash, member.socket_id.as_ref(), &record)
-                .ignore()
-                .sadd(inner.node_key(&inner.node_id), &entry)
-                .ignore();
-            pipe.query_async::<()>(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            inner
-                .own_members
-                .lock()
-                .insert((hash, member.socket_id.to_string()), (record, entry));
-            Ok(())
-        })
-    }
-
-    fn member_left(&self, key: &ChannelKey, socket_id: Arc<str>) -> EngineResult<()> {
-        let inner = self.inner.clone();
-        let hash = inner.members_key(key);
-        let entry = format!("{}\n{}\n{}", key.app, key.channel, socket_id);
-        inner
-            .own_members
-            .lock()
-            .remove(&(hash.clone(), socket_id.to_string()));
-        Box::pin(async move {
-            let mut conn = inner.conn();
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .hdel(&hash, socket_id.as_ref())
-                .ignore()
-                .srem(inner.node_key(&inner.node_id), &entry)
-                .ignore();
-            pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
-        })
-    }
-
-    fn presence(&self, key: &ChannelKey) -> EngineResult<Vec<SharedJson>> {
-        let inner = self.inner.clone();
-        let hash = inner.members_key(key);
-        Box::pin(async move {
-            let mut conn = inner.conn();
-            let all: HashMap<String, String> = conn.hgetall(hash).await.map_err(unavailable)?;
-            Ok(all
-                .values()
-                .filter_map(|r| parse_record(r))
-                .filter(|r| r.presence)
-                .map(|r| r.client)
-                .collect())
-        })
-    }
-
-    fn find_member(&self, key: &ChannelKey, socket_id: Arc<str>) -> EngineResult<Option<bool>> {
-        let inner = self.inner.clone();
-        let hash = inner.members_key(key);
-        Box::pin(async move {
-            let mut conn = inner.conn();
-            let record: Option<String> = conn
-                .hget(hash, socket_id.as_ref())
-                .await
-                .map_err(unavailable)?;
-            Ok(record
-                .as_deref()
-                .and_then(parse_record)
-                .map(|r| r.authenticated))
-        })
-    }
-
-    fn live_channels(&self, app: &str, prefix: &str) -> EngineResult<Vec<String>> {
-        let inner = self.inner.clone();
-        let topic_prefix = format!("{}{}:ch:", inner.prefix, app);
-        let pattern = format!("{}{}*", glob_escape(&topic_prefix), glob_escape(prefix));
-        let min_len = prefix.len();
-        Box::pin(async move {
-            let mut conn = inner.conn();
-            let topics: Vec<String> = redis::cmd("PUBSUB")
-                .arg("CHANNELS")
-                .arg(pattern)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            Ok(topics
-                .into_iter()
-                .filter_map(|t| t.strip_prefix(&topic_prefix).map(str::to_string))
-                .filter(|name| name.len() > min_len)
-                .collect())
-        })
-    }
-}
-
-impl UserSlots for RedisEngine {
-    fn admit_user(&self, app: &str, user: &str, limit: usize) -> EngineResult<bool> {
-        let inner = self.inner.clone();
-        let key = inner.user_key(app, user);
-        let node_key = inner.node_key(&inner.node_id);
-        let entry = format!("u\n{app}\n{user}");
-        let (app, user) = (app.to_string(), user.to_string());
-        Box::pin(async move {
-            let mut conn = inner.conn();
-            let admitted: i64 = inner
-                .admit_script
-                .key(key)
-                .key(node_key)
-                .arg(&inner.node_id)
-                .arg(limit)
-                .arg(entry)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            if admitted == 1 {
-                *inner.own_users.lock().entry((app, user)).or_insert(0) += 1;
-            }
-            Ok(admitted == 1)
-        })
-    }
-
-    fn release_user(&self, app: &str, user: &str) {
-        let inner = self.inner.clone();
-        let key = inner.user_key(app, user);
-        {
-            let mut own = inner.own_users.lock();
-            let k = (app.to_string(), user.to_string());
-            if let Some(n) = own.get_mut(&k) {
-                *n -= 1;
-                if *n == 0 {
-                    own.remove(&k);
-                }
-            }
-        }
-        actix_rt::spawn(async move {
-            let mut conn = inner.conn();
-            let left: redis::RedisResult<i64> = conn.hincr(&key, &inner.node_id, -1).await;
-            if let Ok(n) = left {
-                if n <= 0 {
-                    let _: redis::RedisResult<()> = conn.hdel(&key, &inner.node_id).await;
-                }
-            }
-        });
     }
 }
 
