@@ -16,14 +16,14 @@ fn parse_stream_id(s: &str) -> Option<StreamId> {
 /// One live topic on this node: its channel actors and what was delivered to them.
 pub(super) struct Route {
     pub(super) recipients: Vec<Recipient<Deliver>>,
-    /// The last broadcast delivered here; later ones with a smaller id are repeats.
+    /// The stream id of the last broadcast delivered here: where recovery reads on.
     pub(super) last_id: Option<StreamId>,
     /// When this node subscribed (ms): recovery never reaches further back.
     pub(super) since_ms: u64,
     /// While catching up after a reconnect, live broadcasts wait here.
     pub(super) recovering: Option<Vec<(StreamId, Vec<u8>)>>,
-    /// Ids of recent broadcasts: a broadcast republished after Redis was lost may
-    /// reach a node that had already delivered it.
+    /// Ids of recent broadcasts: a broadcast republished after Redis was lost, or
+    /// read again by recovery, may reach a node that had already delivered it.
     pub(super) recent: std::collections::VecDeque<String>,
 }
 
@@ -32,24 +32,32 @@ const RECENT_IDS: usize = 2048;
 impl Route {
     /// Deliver unless already delivered.
     fn deliver(&mut self, id: StreamId, envelope: &[u8]) {
-        if self.last_id.is_some_and(|last| id <= last) {
-            return;
-        }
-        self.last_id = Some(id);
         let Some((mid, broadcast)) = decode_envelope(envelope) else {
             tracing::warn!("undecodable broadcast dropped");
             return;
         };
-        if self.recent.iter().any(|m| *m == mid) {
+        if !self.first_time(id, mid) {
             return;
         }
+        for r in &self.recipients {
+            r.do_send(Deliver(broadcast.clone()));
+        }
+    }
+
+    /// Whether the broadcast `mid` (at stream id `id`) is new here. Repeats are
+    /// told by their broadcast id, not by stream ids going backwards: a recovery
+    /// stream that Redis evicted (it has a TTL, and a full Redis drops it first)
+    /// starts again with ids that may be smaller within the same millisecond.
+    fn first_time(&mut self, id: StreamId, mid: String) -> bool {
+        if self.recent.iter().any(|m| *m == mid) {
+            return false;
+        }
+        self.last_id = Some(id);
         if self.recent.len() == RECENT_IDS {
             self.recent.pop_front();
         }
         self.recent.push_back(mid);
-        for r in &self.recipients {
-            r.do_send(Deliver(broadcast.clone()));
-        }
+        true
     }
 }
 
@@ -230,5 +238,32 @@ fn drain_while_down(commands: &mut mpsc::UnboundedReceiver<SubCommand>) {
         if let SubCommand::Subscribe(_, ack) = cmd {
             let _ = ack.send(Err(EngineError::Unavailable("Redis unreachable".into())));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> Route {
+        Route {
+            recipients: Vec::new(),
+            last_id: None,
+            since_ms: 0,
+            recovering: None,
+            recent: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Found by tests/history_limits.rs: after Redis evicted a channel's recovery
+    /// stream, the next broadcast got a smaller stream id in the same millisecond and
+    /// was dropped as a repeat, though it had been accepted.
+    #[test]
+    fn a_smaller_stream_id_of_a_new_broadcast_is_not_a_repeat() {
+        let mut r = route();
+        assert!(r.first_time((1000, 5), "n:1".into()));
+        assert!(r.first_time((1000, 0), "n:2".into()), "stream recreated");
+        assert_eq!(r.last_id, Some((1000, 0)));
+        assert!(!r.first_time((1000, 7), "n:1".into()), "republished: a repeat");
     }
 }
