@@ -264,6 +264,9 @@ mod tests {
         assert!(r.first_time((1000, 5), "n:1".into()));
         assert!(r.first_time((1000, 0), "n:2".into()), "stream recreated");
         assert_eq!(r.last_id, Some((1000, 0)));
-        assert!(!r.first_time((1000, 7), "n:1".into()), "republished: a repeat");
+        assert!(
+            !r.first_time((1000, 7), "n:1".into()),
+            "republished: a repeat"
+        );
     }
 }
