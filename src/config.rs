@@ -114,7 +114,7 @@ impl Config {
         ];
         for (key, file) in ca_files {
             if let Some(path) = file {
-                crate::http::tls::ca_certificates(key, path)
+                crate::http::tls::pem_certificates(key, path)
                     .map_err(|e| invalid(key, e.to_string()))?;
             }
         }

@@ -17,6 +17,26 @@ settings = { anonymous_clients = true, presence = true, message_history = 25 }
     test_app_config(limits, "", "", rule)
 }
 
+/// Send `frame` `times` times without reading anything, until the server stops
+/// taking them (it closed the socket).
+async fn flood(c: &mut Client, frame: &Value, times: usize) {
+    let text = frame.to_string();
+    for _ in 0..times {
+        let sent =
+            c.ws.send(tokio_tungstenite::tungstenite::Message::Text(text.clone()))
+                .await;
+        if sent.is_err() {
+            break;
+        }
+    }
+}
+
+/// The socket still chats: a message on `channel` comes back as its echo.
+async fn still_chats(c: &mut Client, channel: &str) {
+    c.message(channel, json!("still here")).await;
+    assert_eq!(c.expect("message").await["payload"], json!("still here"));
+}
+
 /// Issue 12, item 1: twenty 62 KiB messages (each under the frame limit) used to make
 /// every later join with history overflow the default 1 MiB queue: closed with 1013
 /// before the ack, again after each SDK reconnect. The ack now carries the newest
@@ -57,9 +77,7 @@ async fn a_history_larger_than_the_send_queue_still_answers_every_join() {
         reply["payload"]["history"].as_array().unwrap().len(),
         numbers.len()
     );
-    joiner.message("chat/x", json!({"after": true})).await;
-    let echo = joiner.expect("message").await;
-    assert_eq!(echo["payload"], json!({"after": true}));
+    still_chats(&mut joiner, "chat/x").await;
 }
 
 /// A `presence_full` larger than the reply limit lists the first members that fit;
@@ -79,11 +97,7 @@ async fn a_presence_list_larger_than_the_reply_limit_is_cut_not_fatal() {
     let listed = full["payload"]["presence"].as_array().unwrap().len();
     assert!(listed > 0 && listed < 41, "listed {listed} of 41");
     assert!(full.to_string().len() <= 2048, "{}", full.to_string().len());
-    joiner.message("chat/crowd", json!("still here")).await;
-    assert_eq!(
-        joiner.expect("message").await["payload"],
-        json!("still here")
-    );
+    still_chats(&mut joiner, "chat/crowd").await;
 }
 
 /// Issue 12, item 3: join, leave and history frames count against
@@ -118,25 +132,13 @@ async fn a_frame_flood_is_refused_then_closed_with_1008() {
     // Still a member: the leave had no effect, the bystander saw no presence leave.
     bystander.expect_nothing("chat/flood").await;
     // Keep going: 5 taken + 45 refused = ten times the rate, then 1008.
-    for _ in 0..60 {
-        let frame = json!({"action":"history","options":{"channel":"chat/flood"},"payload":null});
-        if flooder
-            .ws
-            .send(tokio_tungstenite::tungstenite::Message::Text(
-                frame.to_string(),
-            ))
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
+    let ask = json!({"action":"history","options":{"channel":"chat/flood"},"payload":null});
+    flood(&mut flooder, &ask, 60).await;
     assert_eq!(flooder.expect_close().await, 1008);
     // The bystander sees the flooder leave (its socket closed) and keeps chatting.
     let leave: Value = bystander.expect("presence_update").await;
     assert_eq!(leave["payload"]["action"], "leave");
-    bystander.message("chat/flood", json!("fine")).await;
-    assert_eq!(bystander.expect("message").await["payload"], json!("fine"));
+    still_chats(&mut bystander, "chat/flood").await;
 }
 
 /// Issue 12, item 4: a client that asks for large replies and never reads overflows
@@ -164,24 +166,10 @@ async fn a_reader_that_never_reads_its_replies_is_dropped_everywhere() {
     );
     // Each reply is ~300 KiB; the hog never reads them.
     let ask = json!({"action":"history","options":{"channel":"chat/big"},"payload":null});
-    for _ in 0..200 {
-        let sent = hog
-            .ws
-            .send(tokio_tungstenite::tungstenite::Message::Text(
-                ask.to_string(),
-            ))
-            .await;
-        if sent.is_err() {
-            break;
-        }
-    }
+    flood(&mut hog, &ask, 200).await;
     let left = writer.expect("presence_update").await;
     assert_eq!(left["payload"]["action"], "leave", "{left}");
-    writer.message("chat/big", json!("still fine")).await;
-    assert_eq!(
-        writer.expect("message").await["payload"],
-        json!("still fine")
-    );
+    still_chats(&mut writer, "chat/big").await;
 }
 
 /// Issue 12, item 10: `owner_table` makes an owner-only feed belong to one auth table's

@@ -161,28 +161,15 @@ impl ChannelActor {
             }
         };
         match &msg.audience {
-            Audience::Members { authenticated_only } => {
-                for (id, m) in &self.members {
-                    if rules::reaches(*authenticated_only, m.identity.authenticated) {
-                        push(id, m);
-                    }
-                }
-            }
+            // One recipient: look it up rather than walk the members.
             Audience::Socket { id: target } => {
                 if let Some((id, m)) = self.members.get_key_value(target) {
                     push(id, m);
                 }
             }
-            Audience::Presence { except } => {
+            audience => {
                 for (id, m) in &self.members {
-                    if m.presence && id != except {
-                        push(id, m);
-                    }
-                }
-            }
-            Audience::User(target) => {
-                for (id, m) in &self.members {
-                    if rules::event_reaches(Some(target), &m.identity) {
+                    if in_audience(audience, id, m) {
                         push(id, m);
                     }
                 }
@@ -286,8 +273,8 @@ impl ChannelActor {
     }
 }
 
-/// Whether a member is in an audience; `deliver` walks the members with the same
-/// rules, and history replies ask this of each stored entry.
+/// Whether a member is in an audience: `deliver` asks it of each member for a
+/// broadcast, history replies of each stored entry, so live and stored agree.
 fn in_audience(audience: &Audience, id: &str, m: &Member) -> bool {
     match audience {
         Audience::Members { authenticated_only } => {

@@ -15,13 +15,7 @@ pub fn server_config(cert: &Path, key: &Path) -> io::Result<rustls::ServerConfig
             format!("{what} {}: {e}", path.display()),
         )
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad("server.tls_cert", cert, &e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad("server.tls_cert", cert, &e))?;
-    if certs.is_empty() {
-        return Err(bad("server.tls_cert", cert, &"no certificate in the file"));
-    }
+    let certs = pem_certificates("server.tls_cert", cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("server.tls_key", key, &e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -35,8 +29,8 @@ pub fn server_config(cert: &Path, key: &Path) -> io::Result<rustls::ServerConfig
     Ok(config)
 }
 
-/// CA certificates from a PEM file; an error names the key it came from.
-pub fn ca_certificates(key: &str, path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
+/// The certificates of a PEM file (a chain, or CAs); an error names the key it came from.
+pub fn pem_certificates(key: &str, path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
     let bad = |e: &dyn std::fmt::Display| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -60,7 +54,7 @@ pub fn client_config(extra_ca: Option<&Path>) -> io::Result<rustls::ClientConfig
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     if let Some(path) = extra_ca {
-        for cert in ca_certificates("server.outbound_ca_file", path)? {
+        for cert in pem_certificates("server.outbound_ca_file", path)? {
             roots
                 .add(cert)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
