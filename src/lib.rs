@@ -5,6 +5,7 @@ pub mod actors;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod events;
 pub mod http;
 pub mod metrics;

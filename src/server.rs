@@ -55,6 +55,7 @@ impl Server {
                 let state = events_state.clone();
                 Box::pin(async move { crate::events::from_redis(&state, &payload, durable).await })
             }));
+        state.engine.set_command_sink(crate::control::sink(&state));
         let app_state = state.clone();
         let http = HttpServer::new(move || {
             let state = app_state.clone();

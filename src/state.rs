@@ -4,11 +4,11 @@
 use crate::actors::channel::ChannelLimits;
 use crate::actors::notices::CloseSocket;
 use crate::actors::registry::RegistryActor;
-use crate::auth::TokenVerifier;
-use crate::cluster::Engine;
+use crate::auth::{Identity, TokenVerifier};
+use crate::cluster::{Engine, SocketTarget};
 use crate::config::{AppConfig, Config, Limits};
 use crate::http::client_addr::TrustedProxies;
-use crate::rules::RuleSet;
+use crate::rules::{self, RuleSet};
 use actix::{Addr, Recipient};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -170,8 +170,22 @@ impl ServerState {
     }
 }
 
-/// A live socket: its app, and where to tell it to close.
-type LiveSocket = (Arc<str>, Recipient<CloseSocket>);
+/// A live socket: its app, who it is, and where to tell it to close.
+pub struct LiveSocket {
+    pub app: Arc<str>,
+    pub identity: Arc<Identity>,
+    pub addr: Recipient<CloseSocket>,
+}
+
+impl LiveSocket {
+    fn is(&self, app: &str, target: &SocketTarget) -> bool {
+        *self.app == *app
+            && match target {
+                SocketTarget::Socket(id) => self.identity.socket_id == *id,
+                SocketTarget::User(user) => rules::event_reaches(Some(user), &self.identity),
+            }
+    }
+}
 
 /// Live sockets: the global count and the addresses to drain. Per-user counts are
 /// the engine's (`UserSlots`), so they hold across every node.
@@ -209,11 +223,32 @@ impl Connections {
     }
 
     pub fn addresses(&self) -> Vec<Recipient<CloseSocket>> {
-        self.live.lock().values().map(|(_, a)| a.clone()).collect()
+        self.live.lock().values().map(|s| s.addr.clone()).collect()
     }
 
-    pub fn register(&self, id: u64, app: Arc<str>, addr: Recipient<CloseSocket>) {
-        self.live.lock().insert(id, (app, addr));
+    pub fn register(&self, id: u64, socket: LiveSocket) {
+        self.live.lock().insert(id, socket);
+    }
+
+    /// Close the sockets of `target` on this node (server API); answers how many.
+    pub fn close_matching(
+        &self,
+        app: &str,
+        target: &SocketTarget,
+        code: u16,
+        reason: &'static str,
+    ) -> usize {
+        let sockets: Vec<_> = self
+            .live
+            .lock()
+            .values()
+            .filter(|s| s.is(app, target))
+            .map(|s| s.addr.clone())
+            .collect();
+        for addr in &sockets {
+            addr.do_send(CloseSocket { code, reason });
+        }
+        sockets.len()
     }
 
     /// Close every socket of one app (its app was removed by a reload: 4401).
@@ -222,8 +257,8 @@ impl Connections {
             .live
             .lock()
             .values()
-            .filter(|(a, _)| &**a == app)
-            .map(|(_, addr)| addr.clone())
+            .filter(|s| &*s.app == app)
+            .map(|s| s.addr.clone())
             .collect();
         for addr in &sockets {
             addr.do_send(CloseSocket { code, reason });

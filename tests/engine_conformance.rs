@@ -337,3 +337,94 @@ fn pattern_fan_out_finds_the_live_channels_under_a_prefix() {
         })
     });
 }
+
+#[test]
+fn server_api_reads_members_channels_and_clears_history() {
+    conform(|engine| {
+        Box::pin(async move {
+            let (room, other) = (
+                ChannelKey::new("app", "api/room"),
+                ChannelKey::new("app", "x"),
+            );
+            engine
+                .member_joined(&room, member("s1", true, true))
+                .await
+                .unwrap();
+            engine
+                .member_joined(&room, member("s2", false, false))
+                .await
+                .unwrap();
+            engine
+                .member_joined(&other, member("s3", false, false))
+                .await
+                .unwrap();
+            engine
+                .member_joined(
+                    &ChannelKey::new("another-app", "api/room"),
+                    member("s4", false, false),
+                )
+                .await
+                .unwrap();
+            let mut members: Vec<(String, bool, bool)> = engine
+                .members(&room)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.socket_id.to_string(), m.presence, m.authenticated))
+                .collect();
+            members.sort();
+            assert_eq!(
+                members,
+                vec![("s1".into(), true, true), ("s2".into(), false, false)]
+            );
+            let mut all = engine.occupied_channels("app", "").await.unwrap();
+            all.sort();
+            assert_eq!(all, vec![("api/room".into(), 2), ("x".into(), 1)]);
+            let under = engine.occupied_channels("app", "api/").await.unwrap();
+            assert_eq!(under, vec![("api/room".into(), 2)]);
+            engine.member_left(&other, Arc::from("s3")).await.unwrap();
+            let after = engine.occupied_channels("app", "x").await.unwrap();
+            assert!(after.is_empty(), "{after:?}");
+
+            for text in ["a", "b"] {
+                engine
+                    .publish(&room, broadcast(text, Audience::everyone(), 10))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(engine.history(&room).await.unwrap().len(), 2);
+            engine.clear_history(&room).await.unwrap();
+            assert!(engine.history(&room).await.unwrap().is_empty());
+            engine
+                .publish(&room, broadcast("c", Audience::everyone(), 10))
+                .await
+                .unwrap();
+            assert_eq!(
+                engine.history(&room).await.unwrap().len(),
+                1,
+                "stored again"
+            );
+        })
+    });
+}
+
+#[test]
+fn a_command_runs_on_the_node_and_answers_what_it_reached() {
+    use switchboard::cluster::{SocketCommand, SocketTarget};
+    conform(|engine| {
+        Box::pin(async move {
+            let (tx, mut seen) = mpsc::unbounded_channel();
+            engine.set_command_sink(Arc::new(move |command| {
+                let _ = tx.send(command);
+                Box::pin(async { 3 })
+            }));
+            let command = SocketCommand::Disconnect {
+                app: "app".into(),
+                target: SocketTarget::Socket("s1".into()),
+                reconnect: false,
+            };
+            assert_eq!(engine.command(command.clone()).await.unwrap(), 3);
+            assert_eq!(seen.recv().await, Some(command));
+        })
+    });
+}

@@ -7,7 +7,9 @@
 
 use super::notices::{ChannelIdle, MemberNotice};
 use crate::auth::Identity;
-use crate::cluster::{Audience, Broadcast, ChannelKey, Deliver, Engine, EngineError, HistoryEntry};
+use crate::cluster::{
+    Audience, Broadcast, ChannelKey, Deliver, Engine, EngineError, HistoryEntry, SocketTarget,
+};
 use crate::config::{ChannelRule, Limits};
 use crate::outbox::{Outbox, Push};
 use crate::protocol::{self, SharedJson};
@@ -323,16 +325,51 @@ impl Handler<UpdateRule> for ChannelActor {
             })
             .map(|(id, _)| id.clone())
             .collect();
-        for id in revoked {
+        self.revoke(revoked, ctx);
+    }
+}
+
+impl ChannelActor {
+    /// Take members out: each gets `Channel access revoked`, then a `leave`; the
+    /// others with presence get the `leave` (docs/protocol.md sections 3, 10).
+    fn revoke(&mut self, ids: Vec<Arc<str>>, ctx: &mut Context<Self>) -> usize {
+        let channel = self.key.channel.clone();
+        let mut revoked = 0;
+        for id in ids {
             if let Some(m) = self.members.get(&id).cloned() {
                 self.send_error(&m, Denied::AccessRevoked);
                 m.outbox.push(protocol::leave_frame(&channel));
                 m.conn.do_send(MemberNotice::Unjoined {
                     channel: channel.clone(),
                 });
+                revoked += 1;
             }
             self.remove_member(&id, ctx);
         }
+        revoked
+    }
+}
+
+/// From the server API: take the sockets of `target` out of this channel; answers
+/// how many were here.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Revoke(pub SocketTarget);
+
+impl Handler<Revoke> for ChannelActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Revoke, ctx: &mut Context<Self>) -> usize {
+        let chosen: Vec<Arc<str>> = self
+            .members
+            .iter()
+            .filter(|(id, m)| match &msg.0 {
+                SocketTarget::Socket(wanted) => ***id == **wanted,
+                SocketTarget::User(user) => rules::event_reaches(Some(user), &m.identity),
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.revoke(chosen, ctx)
     }
 }
 

@@ -11,7 +11,7 @@ use crate::http::linger::{self, RawSocket};
 use crate::outbox::{Outbox, Push};
 use crate::protocol::{self, close, SharedJson};
 use crate::rules::Denied;
-use crate::state::{Admission, AppContext, ServerState};
+use crate::state::{Admission, AppContext, LiveSocket, ServerState};
 use actix::prelude::*;
 use actix_http::ws::{Frame, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
@@ -196,8 +196,11 @@ impl Actor for ConnectionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.state.connections.register(
             self.admission.id,
-            self.app.hash.clone(),
-            ctx.address().recipient(),
+            LiveSocket {
+                app: self.app.hash.clone(),
+                identity: self.identity.clone(),
+                addr: ctx.address().recipient(),
+            },
         );
         // One timer entry in the runtime's shared wheel, no task: the SDK reconnects
         // on 4000 with the token it holds now (docs/protocol.md section 1).

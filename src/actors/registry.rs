@@ -5,10 +5,10 @@
 //! never publishes itself, so each channel has one writer.
 
 use super::channel::{
-    ChannelActor, ChannelEvent, ChannelLimits, Join, Member, Shutdown, Snapshot, UpdateRule,
+    ChannelActor, ChannelEvent, ChannelLimits, Join, Member, Revoke, Shutdown, Snapshot, UpdateRule,
 };
 use super::notices::ChannelIdle;
-use crate::cluster::{Audience, Broadcast, ChannelKey, Engine, EngineError};
+use crate::cluster::{Audience, Broadcast, ChannelKey, Engine, EngineError, SocketTarget};
 use crate::config::ChannelRule;
 use crate::protocol::JoinRequest;
 use crate::rules::{EventTarget, RuleSet};
@@ -278,6 +278,32 @@ impl Handler<ListChannels> for RegistryActor {
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));
             out
+        })
+    }
+}
+
+/// From the server API: take `target`'s sockets out of a channel on this node;
+/// answers how many were in it here.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Unsubscribe {
+    pub channel: String,
+    pub target: SocketTarget,
+}
+
+impl Handler<Unsubscribe> for RegistryActor {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
+        let asked = self
+            .channels
+            .get(msg.channel.as_str())
+            .map(|live| live.addr.send(Revoke(msg.target)));
+        Box::pin(async move {
+            match asked {
+                Some(answer) => answer.await.unwrap_or(0),
+                None => 0,
+            }
         })
     }
 }

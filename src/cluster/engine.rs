@@ -125,6 +125,9 @@ pub trait Broker {
     /// join, so that socket does not receive it (its join reply has the history).
     /// Engines that do not number broadcasts answer 0.
     fn watermark(&self) -> u64;
+
+    /// Forget the channel's stored messages, for every node (server API).
+    fn clear_history(&self, key: &ChannelKey) -> EngineResult<()>;
 }
 
 /// Who is in a channel, on every node.
@@ -142,6 +145,13 @@ pub trait Membership {
 
     /// Channels of an app under a prefix (longer than it) that are live on any node.
     fn live_channels(&self, app: &str, prefix: &str) -> EngineResult<Vec<String>>;
+
+    /// Every member of a channel, on every node (server API).
+    fn members(&self, key: &ChannelKey) -> EngineResult<Vec<MemberRecord>>;
+
+    /// Channels of an app starting with `prefix` that have at least one member on
+    /// any node, with their member counts, in no particular order (server API).
+    fn occupied_channels(&self, app: &str, prefix: &str) -> EngineResult<Vec<(String, usize)>>;
 }
 
 /// Per-user connection slots, counted across every node.
@@ -157,7 +167,48 @@ pub trait UserSlots {
 /// members). Answers whether it is done (false: retry later).
 pub type EventSink = Arc<dyn Fn(Bytes, bool) -> BoxFuture<'static, bool> + Send + Sync>;
 
-pub trait Engine: Broker + Membership + UserSlots + Send + Sync + 'static {
+/// Which sockets of an app a backend's command is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketTarget {
+    Socket(String),
+    /// Every socket authenticated as this user (`auth_id`, optionally `auth_table`).
+    User(EventTarget),
+}
+
+/// What a backend asks of sockets wherever they are (docs/protocol.md section 10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketCommand {
+    /// Close the sockets: 4401, or 4000 with `reconnect`.
+    Disconnect {
+        app: String,
+        target: SocketTarget,
+        reconnect: bool,
+    },
+    /// Take the sockets out of one channel (`Channel access revoked`, then `leave`).
+    Unsubscribe {
+        app: String,
+        channel: String,
+        target: SocketTarget,
+    },
+}
+
+/// Runs a command on this node's sockets; answers how many it reached.
+pub type CommandSink = Arc<dyn Fn(SocketCommand) -> BoxFuture<'static, usize> + Send + Sync>;
+
+/// Commands for the sockets of every node.
+pub trait Control {
+    /// Run `command` on every node (this one too), each through its command sink;
+    /// answers the number of sockets reached in all. Nodes that do not answer
+    /// within a second are counted as zero.
+    fn command(&self, command: SocketCommand) -> EngineResult<usize>;
+
+    /// Where this node runs the commands that reach it.
+    fn set_command_sink(&self, sink: CommandSink);
+}
+
+pub trait Engine: Broker + Membership + UserSlots + Control + Send + Sync + 'static {
     /// Whether the engine can take traffic (for `/readyz`).
     fn ready(&self) -> bool;
 

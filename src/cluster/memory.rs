@@ -7,8 +7,8 @@
 //! the same questions the Redis engine answers for a cluster.
 
 use super::engine::{
-    done, Broadcast, Broker, ChannelKey, Deliver, Engine, EngineResult, HistoryEntry, MemberRecord,
-    Membership, UserSlots,
+    done, Broadcast, Broker, ChannelKey, CommandSink, Control, Deliver, Engine, EngineResult,
+    HistoryEntry, MemberRecord, Membership, SocketCommand, UserSlots,
 };
 use crate::protocol::SharedJson;
 use actix::Recipient;
@@ -71,6 +71,7 @@ pub struct MemoryEngine {
     /// Numbers every broadcast, so a joiner skips what its join reply already held.
     seq: AtomicU64,
     history_ttl: Duration,
+    commands: Mutex<Option<CommandSink>>,
 }
 
 impl MemoryEngine {
@@ -83,6 +84,7 @@ impl MemoryEngine {
             users: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             history_ttl,
+            commands: Mutex::new(None),
         }
     }
 
@@ -184,6 +186,14 @@ impl Broker for MemoryEngine {
     fn watermark(&self) -> u64 {
         self.seq.load(Ordering::Relaxed)
     }
+
+    fn clear_history(&self, key: &ChannelKey) -> EngineResult<()> {
+        let mut h = self.history.lock();
+        if let Some(ring) = h.by_channel.remove(key) {
+            h.bytes -= ring.bytes;
+        }
+        done(())
+    }
 }
 
 impl Membership for MemoryEngine {
@@ -229,6 +239,27 @@ impl Membership for MemoryEngine {
             .collect();
         done(names)
     }
+
+    fn members(&self, key: &ChannelKey) -> EngineResult<Vec<MemberRecord>> {
+        let list = self
+            .live
+            .lock()
+            .get(key)
+            .map(|l| l.members.values().cloned().collect());
+        done(list.unwrap_or_default())
+    }
+
+    fn occupied_channels(&self, app: &str, prefix: &str) -> EngineResult<Vec<(String, usize)>> {
+        let found = self
+            .live
+            .lock()
+            .iter()
+            .filter(|(k, l)| !l.members.is_empty() && &*k.app == app)
+            .filter(|(k, _)| k.channel.starts_with(prefix))
+            .map(|(k, l)| (k.channel.to_string(), l.members.len()))
+            .collect();
+        done(found)
+    }
 }
 
 impl UserSlots for MemoryEngine {
@@ -253,6 +284,23 @@ impl UserSlots for MemoryEngine {
                 users.remove(&key);
             }
         }
+    }
+}
+
+impl Control for MemoryEngine {
+    /// One node: the command runs here.
+    fn command(&self, command: SocketCommand) -> EngineResult<usize> {
+        let sink = self.commands.lock().clone();
+        Box::pin(async move {
+            Ok(match sink {
+                Some(run) => run(command).await,
+                None => 0,
+            })
+        })
+    }
+
+    fn set_command_sink(&self, sink: CommandSink) {
+        *self.commands.lock() = Some(sink);
     }
 }
 

@@ -7,6 +7,7 @@ pub mod health;
 pub mod linger;
 pub mod pages;
 pub mod publish;
+pub mod server_api;
 pub mod tls;
 pub mod ws;
 
@@ -23,6 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<ServerState>) {
                 .app_data(web::PayloadConfig::new(publish_limit))
                 .route(web::post().to(publish::publish)),
         )
+        .configure(server_api::routes)
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))

@@ -69,7 +69,13 @@ pub(super) enum SubCommand {
 
 impl Inner {
     /// Route one pub/sub message to the channel actors of its topic.
-    fn route(&self, topic: &str, payload: &[u8]) {
+    fn route(self: &Arc<Self>, topic: &str, payload: &[u8]) {
+        if topic == self.control_topic() {
+            return self.on_command(payload);
+        }
+        if topic == self.answers_topic() {
+            return self.on_answer(payload);
+        }
         if topic == self.events_topic() {
             let sink = self.events.lock().clone();
             if let Some(sink) = sink {
@@ -186,6 +192,8 @@ pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
             routes.keys().cloned().collect()
         };
         topics.push(inner.events_topic());
+        topics.push(inner.control_topic());
+        topics.push(inner.answers_topic());
         if let Err(e) = sink.subscribe(&topics).await {
             tracing::warn!(error = %e, "resubscribe failed");
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -107,6 +107,72 @@ impl Membership for RedisEngine {
                 .collect())
         })
     }
+
+    fn members(&self, key: &ChannelKey) -> EngineResult<Vec<MemberRecord>> {
+        let inner = self.inner.clone();
+        let hash = inner.members_key(key);
+        Box::pin(async move {
+            let mut conn = inner.conn();
+            let all: HashMap<String, String> = conn.hgetall(hash).await.map_err(unavailable)?;
+            Ok(all
+                .into_iter()
+                .filter_map(|(socket_id, r)| {
+                    let r = parse_record(&r)?;
+                    Some(MemberRecord {
+                        socket_id: Arc::from(socket_id),
+                        presence: r.presence,
+                        authenticated: r.authenticated,
+                        client: r.client,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    /// Members hashes found with `SCAN` (an operator's question, not a hot path),
+    /// counted with one pipelined `HLEN` each.
+    fn occupied_channels(&self, app: &str, prefix: &str) -> EngineResult<Vec<(String, usize)>> {
+        let inner = self.inner.clone();
+        let key_prefix = format!("{}{}:m:", inner.prefix, app);
+        let pattern = format!("{}{}*", glob_escape(&key_prefix), glob_escape(prefix));
+        Box::pin(async move {
+            let mut conn = inner.conn();
+            let mut keys: Vec<String> = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                keys.extend(found);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            keys.sort();
+            keys.dedup();
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.hlen(k);
+            }
+            let counts: Vec<usize> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            Ok(keys
+                .iter()
+                .zip(counts)
+                .filter(|(_, n)| *n > 0)
+                .filter_map(|(k, n)| Some((k.strip_prefix(&key_prefix)?.to_string(), n)))
+                .collect())
+        })
+    }
 }
 
 impl UserSlots for RedisEngine {

@@ -12,13 +12,16 @@
 //! - `P nodes`    sorted set: node id -> last heartbeat (ms)
 //! - `P node:N`   what node N registered (members, users), removed by whoever sweeps N
 //! - `P publish`  backends' events (pub/sub); `P publish-stream` the durable path
+//! - `P control`  server API commands for every node; `P control:N` node N's answers
 //!
 //! Files: this one holds the engine and its publish/subscribe/history; `members`
 //! membership, presence lists and user slots; `bridge` the pub/sub connection and
 //! recovery; `publish` the wire envelope and unconfirmed broadcasts;
-//! `presence` heartbeats and the sweep of dead nodes; `events` the durable event stream.
+//! `presence` heartbeats and the sweep of dead nodes; `events` the durable event stream;
+//! `control` the server API's commands to every node's sockets.
 
 mod bridge;
+mod control;
 mod events;
 mod members;
 mod presence;
@@ -90,6 +93,10 @@ struct Inner {
     pending: Mutex<PendingQueue>,
     sequence: std::sync::atomic::AtomicU64,
     events: Mutex<Option<EventSink>>,
+    /// Where this node runs the server API's socket commands.
+    command_sink: Mutex<Option<crate::cluster::engine::CommandSink>>,
+    /// Commands this node asked, by id: where the other nodes' answers go.
+    awaiting_answers: Mutex<HashMap<String, mpsc::UnboundedSender<usize>>>,
     publish_script: Script,
     admit_script: Script,
 }
@@ -208,6 +215,8 @@ impl RedisEngine {
             pending: Mutex::new(PendingQueue::new(config.resend_buffer_bytes)),
             sequence: std::sync::atomic::AtomicU64::new(0),
             events: Mutex::new(None),
+            command_sink: Mutex::new(None),
+            awaiting_answers: Mutex::new(HashMap::new()),
             publish_script: Script::new(PUBLISH_LUA),
             admit_script: Script::new(ADMIT_USER_LUA),
         });
@@ -326,6 +335,16 @@ impl Broker for RedisEngine {
             ack_rx
                 .await
                 .unwrap_or_else(|_| Err(EngineError::Unavailable("bridge stopped".into())))
+        })
+    }
+
+    /// Only the list: the recovery stream is not history, and expires by itself.
+    fn clear_history(&self, key: &ChannelKey) -> EngineResult<()> {
+        let inner = self.inner.clone();
+        let list = inner.history_key(key);
+        Box::pin(async move {
+            let mut conn = inner.conn();
+            conn.del::<_, ()>(list).await.map_err(unavailable)
         })
     }
 
