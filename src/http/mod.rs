@@ -5,6 +5,7 @@ pub mod api_key;
 pub mod client_addr;
 pub mod health;
 pub mod linger;
+pub mod openapi;
 pub mod pages;
 pub mod publish;
 pub mod server_api;
@@ -25,6 +26,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<ServerState>) {
                 .route(web::post().to(publish::publish)),
         )
         .configure(server_api::routes)
+        .route("/api/openapi.json", web::get().to(openapi::document))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
