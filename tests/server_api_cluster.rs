@@ -165,3 +165,37 @@ async fn commands_to_node_b_reach_sockets_on_node_a() {
     watcher.message("chat/y", json!("still here")).await;
     recv_until(&mut watcher, "own echo", |f| f["action"] == "message").await;
 }
+
+/// Found by tests/webhooks_cluster.rs: a socket that left a channel and joined it
+/// again at once could have its new member record written by the channel's new
+/// actor before the old actor's pending leave removed the old one, which then
+/// removed the new one: the socket was in the channel but nowhere in Redis
+/// (missing from presence on other nodes, and no `member_added` webhook).
+#[tokio::test]
+async fn a_socket_that_rejoins_at_once_stays_a_member_everywhere() {
+    let redis = Redis::start().await;
+    let opts = Opts::default();
+    let a = Node::start("a", &redis, &opts).await;
+    let b = Node::start("b", &redis, &opts).await;
+    let mut sockets = Vec::new();
+    for _ in 0..4 {
+        sockets.push(a.client().await);
+    }
+    for round in 0..25 {
+        let channel = format!("chat/rejoin-{round}");
+        for c in sockets.iter_mut() {
+            c.join(&channel, false, false).await;
+            c.send(json!({"action":"leave","options":{"channel":channel},"payload":null}))
+                .await;
+            c.expect("leave").await;
+            c.join(&channel, false, false).await;
+        }
+        // A message through the channel: every leave and join before it is done.
+        sockets[0].message(&channel, json!("barrier")).await;
+        for c in sockets.iter_mut() {
+            recv_until(c, "the barrier", |f| f["action"] == "message").await;
+        }
+        let (_, body) = call(&b, "GET", &format!("/presence_stats?channel={channel}"), Value::Null).await;
+        assert_eq!(body["sockets"], 4, "round {round}: {body}");
+    }
+}

@@ -69,10 +69,26 @@ pub struct ChannelActor {
     /// An actor started for a backend event alone publishes and stops.
     subscribed: bool,
     limits: ChannelLimits,
+    /// This channel's previous actor on this node, still stopping: nothing here
+    /// runs before it finished (see `RegistryActor::live`).
+    predecessor: Option<Addr<ChannelActor>>,
 }
 
 impl Actor for ChannelActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(before) = self.predecessor.take() {
+            // Answered once its mailbox, held by its pending engine work, gets here;
+            // an error means it has stopped: either way it is done.
+            ctx.wait(
+                async move {
+                    let _ = before.send(Snapshot).await;
+                }
+                .into_actor(self),
+            );
+        }
+    }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         if self.subscribed {
@@ -99,7 +115,14 @@ impl ChannelActor {
             engine,
             subscribed: false,
             limits,
+            predecessor: None,
         }
+    }
+
+    /// Start only after `predecessor` (this channel's previous actor) has finished.
+    pub fn after(mut self, predecessor: Option<Addr<ChannelActor>>) -> Self {
+        self.predecessor = predecessor;
+        self
     }
 
     fn channel(&self) -> &str {

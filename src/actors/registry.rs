@@ -32,7 +32,7 @@ pub struct RegistryActor {
     channels: HashMap<Arc<str>, Live>,
     /// Channels told to stop that may still be finishing engine work (a `leave` for
     /// the other nodes); a graceful shutdown waits for them.
-    stopping: Vec<Addr<ChannelActor>>,
+    stopping: Vec<(Arc<str>, Addr<ChannelActor>)>,
     limits: ChannelLimits,
 }
 
@@ -59,15 +59,24 @@ impl RegistryActor {
             app: self.app.clone(),
             channel: Arc::from(name),
         };
-        let (engine, limits) = (&self.engine, self.limits);
+        let (engine, limits, stopping) = (&self.engine, self.limits, &self.stopping);
         self.channels.entry(key.channel.clone()).or_insert_with(|| {
+            // The channel's previous actor may still be finishing engine work (a
+            // member's leave): the new one starts after it, or a rejoining socket's
+            // record could be written before the old leave removes it.
+            let predecessor = stopping
+                .iter()
+                .rev()
+                .find(|(name, addr)| *name == key.channel && addr.connected())
+                .map(|(_, addr)| addr.clone());
             let channel = ChannelActor::new(
                 key,
                 rule.clone(),
                 ctx.address().recipient(),
                 engine.clone(),
                 limits,
-            );
+            )
+            .after(predecessor);
             crate::metrics::channels_live(1.0);
             Live {
                 addr: channel.start(),
@@ -186,9 +195,9 @@ impl Handler<ChannelIdle> for RegistryActor {
                 // Forget stopped ones now and then, not on every idle channel: when
                 // thousands of channels empty at once this stays linear.
                 if self.stopping.len() >= 64 && self.stopping.len().is_power_of_two() {
-                    self.stopping.retain(|a| a.connected());
+                    self.stopping.retain(|(_, a)| a.connected());
                 }
-                self.stopping.push(live.addr.clone());
+                self.stopping.push((msg.channel.clone(), live.addr.clone()));
                 self.channels.remove(&msg.channel);
                 crate::metrics::channels_live(-1.0);
             }
@@ -334,7 +343,7 @@ impl Handler<LiveChannels> for RegistryActor {
     type Result = usize;
 
     fn handle(&mut self, _: LiveChannels, _: &mut Context<Self>) -> usize {
-        self.stopping.retain(|a| a.connected());
+        self.stopping.retain(|(_, a)| a.connected());
         self.channels.len() + self.stopping.len()
     }
 }
