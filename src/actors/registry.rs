@@ -32,7 +32,9 @@ pub struct RegistryActor {
     channels: HashMap<Arc<str>, Live>,
     /// Channels told to stop that may still be finishing engine work (a `leave` for
     /// the other nodes); a graceful shutdown waits for them.
-    stopping: Vec<(Arc<str>, Addr<ChannelActor>)>,
+    /// The last of each channel (a new actor for the channel waits for it, which
+    /// waited for its own predecessor).
+    stopping: HashMap<Arc<str>, Addr<ChannelActor>>,
     limits: ChannelLimits,
 }
 
@@ -48,7 +50,7 @@ impl RegistryActor {
             rules,
             engine,
             channels: HashMap::new(),
-            stopping: Vec::new(),
+            stopping: HashMap::new(),
             limits,
         }
     }
@@ -65,10 +67,9 @@ impl RegistryActor {
             // member's leave): the new one starts after it, or a rejoining socket's
             // record could be written before the old leave removes it.
             let predecessor = stopping
-                .iter()
-                .rev()
-                .find(|(name, addr)| *name == key.channel && addr.connected())
-                .map(|(_, addr)| addr.clone());
+                .get(&key.channel)
+                .filter(|addr| addr.connected())
+                .cloned();
             let channel = ChannelActor::new(
                 key,
                 rule.clone(),
@@ -195,9 +196,9 @@ impl Handler<ChannelIdle> for RegistryActor {
                 // Forget stopped ones now and then, not on every idle channel: when
                 // thousands of channels empty at once this stays linear.
                 if self.stopping.len() >= 64 && self.stopping.len().is_power_of_two() {
-                    self.stopping.retain(|(_, a)| a.connected());
+                    self.stopping.retain(|_, a| a.connected());
                 }
-                self.stopping.push((msg.channel.clone(), live.addr.clone()));
+                self.stopping.insert(msg.channel.clone(), live.addr.clone());
                 self.channels.remove(&msg.channel);
                 crate::metrics::channels_live(-1.0);
             }
@@ -343,7 +344,7 @@ impl Handler<LiveChannels> for RegistryActor {
     type Result = usize;
 
     fn handle(&mut self, _: LiveChannels, _: &mut Context<Self>) -> usize {
-        self.stopping.retain(|(_, a)| a.connected());
+        self.stopping.retain(|_, a| a.connected());
         self.channels.len() + self.stopping.len()
     }
 }
