@@ -161,6 +161,27 @@ impl Config {
 }
 
 /// One app and its channel rules; `hashes` holds the hashes seen so far.
+/// Lifecycle webhooks: an http(s) URL, a timeout, a batch size, and at least the
+/// 10 minutes of retries that docs/protocol.md section 7.1 promises.
+fn validate_webhook(app: &AppConfig) -> Result<(), (&'static str, &'static str)> {
+    if let Some(url) = &app.webhook_url {
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme_ok || url.parse::<actix_web::http::Uri>().is_err() {
+            return Err(("webhook_url", "must be an http:// or https:// URL"));
+        }
+    }
+    if app.webhook_timeout_ms == 0 {
+        return Err(("webhook_timeout_ms", "must be above 0"));
+    }
+    if !(1..=1000).contains(&app.webhook_batch_max) {
+        return Err(("webhook_batch_max", "must be from 1 to 1000"));
+    }
+    if app.webhook_retry_s < 600 {
+        return Err(("webhook_retry_s", "must be at least 600 (10 minutes)"));
+    }
+    Ok(())
+}
+
 fn validate_app<'a>(
     i: usize,
     app: &'a AppConfig,
@@ -190,6 +211,7 @@ fn validate_app<'a>(
         return Err(invalid(at("api_key"), "must be at least 8 characters"));
     }
     crate::auth::TokenVerifier::from_config(app).map_err(|e| invalid(at("jwt"), e.to_string()))?;
+    validate_webhook(app).map_err(|(key, why)| invalid(at(key), why))?;
     let mut patterns = std::collections::HashSet::new();
     for (j, rule) in app.channels.iter().enumerate() {
         let at = |k: &str| format!("apps[{i}].channels[{j}].{k}");

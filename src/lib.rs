@@ -17,6 +17,7 @@ pub mod rules;
 pub mod server;
 pub mod state;
 pub mod triggers;
+pub mod webhooks;
 pub mod xano;
 
 pub use config::Config;

@@ -82,6 +82,9 @@ pub struct Limits {
     /// One node without Redis: all channels' history together; the least recently
     /// written channels lose theirs first.
     pub history_memory_bytes: usize,
+    /// Unsent lifecycle webhook events per app (JSON bytes); past it new events are
+    /// dropped, counted and logged (docs/protocol.md section 7.1).
+    pub webhook_queue_bytes: usize,
 }
 
 impl Limits {
@@ -110,6 +113,7 @@ impl Default for Limits {
             max_connections_per_ip: 0,
             max_history_entry_bytes: 16_384,
             history_memory_bytes: 64 * 1024 * 1024,
+            webhook_queue_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -184,6 +188,31 @@ pub struct AppConfig {
     /// is the app's when `hash` is not set, `enabled: false` makes every rule inactive.
     #[serde(default)]
     pub xano_export: Option<PathBuf>,
+    /// Lifecycle webhooks (docs/protocol.md section 7.1): where batches of
+    /// connect/disconnect/member/channel events are POSTed; none when unset.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// How long one POST may take before it counts as failed (and is retried).
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub webhook_timeout_ms: u64,
+    /// Events per batch at most.
+    #[serde(default = "default_webhook_batch_max")]
+    pub webhook_batch_max: usize,
+    /// How long a failing batch is retried (exponential backoff) before it is dropped.
+    #[serde(default = "default_webhook_retry_s")]
+    pub webhook_retry_s: u64,
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_webhook_batch_max() -> usize {
+    100
+}
+
+fn default_webhook_retry_s() -> u64 {
+    900
 }
 
 /// docs/protocol.md section 1: a session lasts as long as its token.

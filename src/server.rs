@@ -14,6 +14,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub state: Arc<ServerState>,
     server: actix_web::dev::Server,
+    webhooks: Arc<crate::webhooks::Senders>,
 }
 
 impl Server {
@@ -56,6 +57,7 @@ impl Server {
                 Box::pin(async move { crate::events::from_redis(&state, &payload, durable).await })
             }));
         state.engine.set_command_sink(crate::control::sink(&state));
+        let webhooks = crate::webhooks::start(&state);
         let app_state = state.clone();
         let http = HttpServer::new(move || {
             let state = app_state.clone();
@@ -90,6 +92,7 @@ impl Server {
             addr,
             state,
             server: http.run(),
+            webhooks,
         })
     }
 
@@ -97,6 +100,7 @@ impl Server {
         ServerHandle {
             state: self.state.clone(),
             http: self.server.handle(),
+            webhooks: self.webhooks.clone(),
         }
     }
 
@@ -110,11 +114,13 @@ impl Server {
 pub struct ServerHandle {
     state: Arc<ServerState>,
     http: actix_web::dev::ServerHandle,
+    webhooks: Arc<crate::webhooks::Senders>,
 }
 
 impl ServerHandle {
     /// Graceful shutdown: readiness fails and upgrades are refused at once; sockets
-    /// are closed with 1012 spread over `drain_s`; then the server stops.
+    /// are closed with 1012 spread over `drain_s`; queued lifecycle events are sent
+    /// or handed over; then the server stops.
     pub async fn shutdown(&self) {
         let state = &self.state;
         state.draining.store(true, Ordering::Release);
@@ -163,6 +169,13 @@ impl ServerHandle {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Lifecycle events of the closed sockets: sent now, or left in Redis for the
+        // other nodes (docs/protocol.md section 7.1), once every one is queued.
+        let deadline = started.elapsed() + Duration::from_secs(2);
+        while state.closing.load(Ordering::Acquire) > 0 && started.elapsed() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.webhooks.stop(Duration::from_secs(3)).await;
         self.http.stop(true).await;
     }
 }

@@ -86,6 +86,9 @@ pub struct ServerState {
     pub connect_limiter: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
     /// Whose forwarded client address is believed (`server.trusted_proxies`).
     pub trusted_proxies: TrustedProxies,
+    /// Closed sockets whose last work (leaving channels, queueing the `disconnect`
+    /// webhook) is still under way; a graceful stop waits for it.
+    pub closing: AtomicUsize,
 }
 
 impl ServerState {
@@ -103,7 +106,7 @@ impl ServerState {
                 AppContext::start(settings, engine.clone(), ChannelLimits::of(&config.limits)),
             );
         }
-        Ok(Arc::new(Self {
+        let state = Arc::new(Self {
             apps: RwLock::new(apps),
             config_path,
             limits: config.limits.clone(),
@@ -113,9 +116,25 @@ impl ServerState {
             connections: Connections::default(),
             draining: AtomicBool::new(false),
             trusted_proxies: TrustedProxies::parse(&config.server.trusted_proxies)?,
+            closing: AtomicUsize::new(0),
             connect_limiter: std::num::NonZeroU32::new(config.limits.connects_per_ip_per_s)
                 .map(|n| governor::RateLimiter::keyed(governor::Quota::per_second(n))),
-        }))
+        });
+        state.update_webhook_apps();
+        Ok(state)
+    }
+
+    /// Tell the engine which apps queue lifecycle events (those with a `webhook_url`).
+    fn update_webhook_apps(&self) {
+        let on = self
+            .apps
+            .read()
+            .values()
+            .filter(|app| app.settings().config.webhook_url.is_some())
+            .map(|app| app.hash.to_string())
+            .collect();
+        self.engine
+            .set_webhook_apps(on, self.limits.webhook_queue_bytes);
     }
 
     pub fn is_draining(&self) -> bool {
@@ -167,6 +186,8 @@ impl ServerState {
             }
             kept
         });
+        drop(apps);
+        self.update_webhook_apps();
     }
 }
 

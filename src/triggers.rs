@@ -37,6 +37,12 @@ thread_local! {
         .finish();
 }
 
+/// This worker's HTTP client for outgoing calls (triggers and lifecycle webhooks):
+/// no redirects, the roots of `use_roots`.
+pub fn outbound_client() -> awc::Client {
+    CLIENT.with(|c| c.clone())
+}
+
 /// POST `body` to `url` with the app's API key and read the verdict.
 /// Timeouts, transport errors and non-2xx answers refuse (and are logged).
 pub async fn call(url: &str, api_key: &str, timeout: Duration, body: serde_json::Value) -> Verdict {

@@ -3,9 +3,10 @@
 //! the socket's outbox. It never encodes a broadcast. What each client frame does
 //! (join, leave, message, history) is in `commands`.
 
-use super::channel::{ChannelActor, Leave, Member};
+use super::channel::{ChannelActor, Leave, Member, Snapshot};
 use super::notices::{CloseSocket, MemberNotice};
 use crate::auth::Identity;
+use crate::cluster::lifecycle;
 use crate::config::ChannelRule;
 use crate::http::linger::{self, RawSocket};
 use crate::outbox::{Outbox, Push};
@@ -202,6 +203,11 @@ impl Actor for ConnectionActor {
                 addr: ctx.address().recipient(),
             },
         );
+        let connected = self.state.engine.queue_webhook(
+            &self.app.hash,
+            lifecycle::connect(&self.socket_id, &self.client),
+        );
+        actix_rt::spawn(connected);
         // One timer entry in the runtime's shared wheel, no task: the SDK reconnects
         // on 4000 with the token it holds now (docs/protocol.md section 1).
         if let Some(ends) = self.session_ends.take() {
@@ -223,11 +229,22 @@ impl Actor for ConnectionActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        for (_, j) in self.joined.drain() {
-            j.addr.do_send(Leave {
-                socket_id: self.socket_id.clone(),
-            });
-        }
+        let leaves: Vec<_> = self
+            .joined
+            .drain()
+            .map(|(_, j)| {
+                let leave = j.addr.send(Leave {
+                    socket_id: self.socket_id.clone(),
+                });
+                // Answered once the channel's engine work for the leave is done
+                // (its mailbox waits for it): the `member_removed` is queued.
+                let done = j.addr.send(Snapshot);
+                async move {
+                    let _ = leave.await;
+                    let _ = done.await;
+                }
+            })
+            .collect();
         // The outbox may have closed first (a channel saw it overflow) and ended the
         // stream before our own notice arrived.
         if self.outbox.overflowed() {
@@ -240,6 +257,24 @@ impl Actor for ConnectionActor {
             linger::reset_if_stuck(self.raw_socket);
         }
         self.outbox.finish();
+        // Queued once the channels took the leaves: a receiver sees the socket's
+        // `member_removed` events before its `disconnect` (1006: no close frame).
+        let disconnect = lifecycle::disconnect(
+            &self.socket_id,
+            &self.client,
+            self.close_code.unwrap_or(1006),
+        );
+        let (state, app) = (self.state.clone(), self.app.hash.clone());
+        state
+            .closing
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        actix_rt::spawn(async move {
+            futures_util::future::join_all(leaves).await;
+            let _ = state.engine.queue_webhook(&app, disconnect).await;
+            state
+                .closing
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        });
         crate::metrics::connection_closed(&self.app.hash, self.close_reason);
         tracing::info!(
             socket = %self.socket_id,

@@ -49,6 +49,10 @@ fn app(algorithm: &str, secret: Option<&str>, pem: Option<&str>) -> AppConfig {
         allowed_origins: vec![],
         channels_dir: None,
         xano_export: None,
+        webhook_url: None,
+        webhook_timeout_ms: 5000,
+        webhook_batch_max: 100,
+        webhook_retry_s: 900,
     }
 }
 

@@ -132,9 +132,12 @@ pub trait Broker {
 
 /// Who is in a channel, on every node.
 pub trait Membership {
-    /// Make a member known to every node.
+    /// Make a member known to every node. With webhooks on for its app, the engine
+    /// queues `member_added` (after `channel_occupied` for the first member anywhere).
     fn member_joined(&self, key: &ChannelKey, member: MemberRecord) -> EngineResult<()>;
 
+    /// With webhooks on, queues `member_removed` (then `channel_vacated` for the
+    /// last member anywhere).
     fn member_left(&self, key: &ChannelKey, socket_id: Arc<str>) -> EngineResult<()>;
 
     /// The `client` objects of members that asked for presence, on every node.
@@ -208,7 +211,9 @@ pub trait Control {
     fn set_command_sink(&self, sink: CommandSink);
 }
 
-pub trait Engine: Broker + Membership + UserSlots + Control + Send + Sync + 'static {
+pub trait Engine:
+    Broker + Membership + UserSlots + Control + super::Webhooks + Send + Sync + 'static
+{
     /// Whether the engine can take traffic (for `/readyz`).
     fn ready(&self) -> bool;
 

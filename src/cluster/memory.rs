@@ -10,9 +10,12 @@ use super::engine::{
     done, Broadcast, Broker, ChannelKey, CommandSink, Control, Deliver, Engine, EngineResult,
     HistoryEntry, MemberRecord, Membership, SocketCommand, UserSlots,
 };
+use super::lifecycle::{self, QueuedEvent, Webhooks};
 use crate::protocol::SharedJson;
 use actix::Recipient;
+use bytes::Bytes;
 use parking_lot::Mutex;
+use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -72,6 +75,47 @@ pub struct MemoryEngine {
     seq: AtomicU64,
     history_ttl: Duration,
     commands: Mutex<Option<CommandSink>>,
+    webhooks: Mutex<WebhookQueues>,
+}
+
+/// Lifecycle events waiting to be sent, per app with webhooks on.
+#[derive(Default)]
+struct WebhookQueues {
+    on: HashSet<String>,
+    budget: usize,
+    by_app: HashMap<String, AppQueue>,
+    next_id: u64,
+}
+
+#[derive(Default)]
+struct AppQueue {
+    events: VecDeque<QueuedEvent>,
+    bytes: usize,
+}
+
+impl WebhookQueues {
+    fn push(&mut self, app: &str, json: Bytes) {
+        if !self.on.contains(app) {
+            return;
+        }
+        let budget = self.budget;
+        let q = self.by_app.entry(app.to_string()).or_default();
+        if q.bytes + json.len() > budget {
+            lifecycle::dropped_for_room(app, 1);
+            return;
+        }
+        self.next_id += 1;
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        q.bytes += json.len();
+        q.events.push_back(QueuedEvent {
+            id: format!("{time_ms}-{}", self.next_id),
+            time_ms,
+            json,
+        });
+    }
 }
 
 impl MemoryEngine {
@@ -85,6 +129,7 @@ impl MemoryEngine {
             seq: AtomicU64::new(0),
             history_ttl,
             commands: Mutex::new(None),
+            webhooks: Mutex::new(WebhookQueues::default()),
         }
     }
 
@@ -198,12 +243,34 @@ impl Broker for MemoryEngine {
 
 impl Membership for MemoryEngine {
     fn member_joined(&self, key: &ChannelKey, member: MemberRecord) -> EngineResult<()> {
-        self.with_live(key, |l| l.members.insert(member.socket_id.clone(), member));
+        // Decided under the lock that changes membership: occupied and vacated alternate.
+        self.with_live(key, |l| {
+            let client = member.client.clone();
+            let new = l.members.insert(member.socket_id.clone(), member).is_none();
+            if new {
+                let mut queues = self.webhooks.lock();
+                if l.members.len() == 1 {
+                    queues.push(&key.app, lifecycle::channel_occupied(&key.channel));
+                }
+                queues.push(&key.app, lifecycle::member_added(&key.channel, &client));
+            }
+        });
         done(())
     }
 
     fn member_left(&self, key: &ChannelKey, socket_id: Arc<str>) -> EngineResult<()> {
-        self.with_live(key, |l| l.members.remove(&socket_id));
+        self.with_live(key, |l| {
+            if let Some(gone) = l.members.remove(&socket_id) {
+                let mut queues = self.webhooks.lock();
+                queues.push(
+                    &key.app,
+                    lifecycle::member_removed(&key.channel, &gone.client),
+                );
+                if l.members.is_empty() {
+                    queues.push(&key.app, lifecycle::channel_vacated(&key.channel));
+                }
+            }
+        });
         done(())
     }
 
@@ -301,6 +368,58 @@ impl Control for MemoryEngine {
 
     fn set_command_sink(&self, sink: CommandSink) {
         *self.commands.lock() = Some(sink);
+    }
+}
+
+/// One node: it always holds the lease, and the queue lives as long as the process
+/// (a graceful stop sends what it can before exiting).
+impl Webhooks for MemoryEngine {
+    fn set_webhook_apps(&self, apps: Vec<String>, queue_bytes: usize) {
+        let mut q = self.webhooks.lock();
+        q.on = apps.into_iter().collect();
+        q.budget = queue_bytes;
+        let on = q.on.clone();
+        q.by_app.retain(|app, _| on.contains(app));
+    }
+
+    fn queue_webhook(&self, app: &str, event: Bytes) -> EngineResult<()> {
+        self.webhooks.lock().push(app, event);
+        done(())
+    }
+
+    fn webhook_lease(&self, _app: &str, _ttl: Duration) -> EngineResult<bool> {
+        done(true)
+    }
+
+    fn release_webhook_lease(&self, _app: &str) -> EngineResult<()> {
+        done(())
+    }
+
+    fn queued_webhooks(&self, app: &str, max: usize) -> EngineResult<Vec<QueuedEvent>> {
+        let q = self.webhooks.lock();
+        let events = q
+            .by_app
+            .get(app)
+            .map(|q| q.events.iter().take(max).cloned().collect())
+            .unwrap_or_default();
+        done(events)
+    }
+
+    fn forget_webhooks(&self, app: &str, events: Vec<QueuedEvent>) -> EngineResult<()> {
+        let mut q = self.webhooks.lock();
+        if let Some(q) = q.by_app.get_mut(app) {
+            let gone: HashSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+            let mut freed = 0;
+            q.events.retain(|e| {
+                let keep = !gone.contains(e.id.as_str());
+                if !keep {
+                    freed += e.json.len();
+                }
+                keep
+            });
+            q.bytes -= freed;
+        }
+        done(())
     }
 }
 

@@ -8,10 +8,12 @@
 //! (docs/architecture.md, "The engine").
 
 mod engine;
+pub mod lifecycle;
 mod memory;
 pub mod redis;
 
 pub use engine::*;
+pub use lifecycle::{QueuedEvent, Webhooks};
 pub use memory::MemoryEngine;
 
 use std::sync::Arc;

@@ -222,6 +222,8 @@ pub struct Opts {
     pub extra_rules: String,
     /// More keys of `[cluster]`.
     pub extra_cluster: String,
+    /// More keys of the demo app (before its tables: `webhook_url = "…"`).
+    pub extra_app: String,
 }
 
 impl Default for Opts {
@@ -231,6 +233,7 @@ impl Default for Opts {
             max_connections_per_user: 0,
             extra_rules: String::new(),
             extra_cluster: String::new(),
+            extra_app: String::new(),
         }
     }
 }
@@ -267,6 +270,7 @@ hash = "demo"
 api_key = "{API_KEY}"
 invalid_token = "anonymous"
 roles_claim = "roles"
+{extra_app}
 
 [apps.jwt]
 algorithm = "HS256"
@@ -302,6 +306,7 @@ settings = {{ anonymous_clients = true, presence = true, message_history = 25 }}
         ttl = opts.presence_ttl_s,
         extra = opts.extra_rules,
         extra_cluster = opts.extra_cluster,
+        extra_app = opts.extra_app,
     )
 }
 

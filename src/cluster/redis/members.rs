@@ -4,6 +4,40 @@
 //! node that sweeps a dead one can remove exactly what it held.
 
 use super::*;
+use crate::cluster::lifecycle;
+
+impl Inner {
+    /// Remove a member record (and its entry in `node`'s set); with webhooks on, queue
+    /// `member_removed`, and `channel_vacated` when it was the last. Answers the
+    /// record when the member was there (the sweep of a dead node sends its leave).
+    pub(super) async fn forget_member(
+        &self,
+        key: &ChannelKey,
+        socket_id: &str,
+        node: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let (webhooks, budget) = self.webhooks_on(&key.app);
+        let channel_json = serde_json::to_string(&*key.channel).map_err(unavailable)?;
+        let node_entry = format!("{}\n{}\n{}", key.app, key.channel, socket_id);
+        let mut conn = self.conn();
+        let (record, dropped): (Option<String>, u64) = self
+            .member_left_script
+            .key(self.members_key(key))
+            .key(self.node_key(node))
+            .key(self.webhook_stream(&key.app))
+            .key(self.webhook_bytes(&key.app))
+            .arg(socket_id)
+            .arg(&node_entry)
+            .arg(webhooks)
+            .arg(channel_json)
+            .arg(budget)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        lifecycle::dropped_for_room(&key.app, dropped);
+        Ok(record)
+    }
+}
 
 impl Membership for RedisEngine {
     fn member_joined(&self, key: &ChannelKey, member: MemberRecord) -> EngineResult<()> {
@@ -17,17 +51,33 @@ impl Membership for RedisEngine {
             member.client.get()
         );
         let entry = format!("{}\n{}\n{}", key.app, key.channel, member.socket_id);
+        let (webhooks, budget) = inner.webhooks_on(&key.app);
+        let added = lifecycle::member_added(&key.channel, &member.client);
+        let occupied = lifecycle::channel_occupied(&key.channel);
+        let (stream, bytes) = (
+            inner.webhook_stream(&key.app),
+            inner.webhook_bytes(&key.app),
+        );
+        let app = key.app.clone();
         Box::pin(async move {
             let mut conn = inner.conn();
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .hset(&hash, member.socket_id.as_ref(), &record)
-                .ignore()
-                .sadd(inner.node_key(&inner.node_id), &entry)
-                .ignore();
-            pipe.query_async::<()>(&mut conn)
+            let dropped: u64 = inner
+                .member_joined_script
+                .key(&hash)
+                .key(inner.node_key(&inner.node_id))
+                .key(stream)
+                .key(bytes)
+                .arg(member.socket_id.as_ref())
+                .arg(&record)
+                .arg(&entry)
+                .arg(webhooks)
+                .arg(added.as_ref())
+                .arg(occupied.as_ref())
+                .arg(budget)
+                .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
+            lifecycle::dropped_for_room(&app, dropped);
             inner
                 .own_members
                 .lock()
@@ -38,21 +88,17 @@ impl Membership for RedisEngine {
 
     fn member_left(&self, key: &ChannelKey, socket_id: Arc<str>) -> EngineResult<()> {
         let inner = self.inner.clone();
-        let hash = inner.members_key(key);
-        let entry = format!("{}\n{}\n{}", key.app, key.channel, socket_id);
+        let key = key.clone();
         inner
             .own_members
             .lock()
-            .remove(&(hash.clone(), socket_id.to_string()));
+            .remove(&(inner.members_key(&key), socket_id.to_string()));
         Box::pin(async move {
-            let mut conn = inner.conn();
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .hdel(&hash, socket_id.as_ref())
-                .ignore()
-                .srem(inner.node_key(&inner.node_id), &entry)
-                .ignore();
-            pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+            let node = inner.node_id.clone();
+            inner
+                .forget_member(&key, &socket_id, &node)
+                .await
+                .map(|_| ())
         })
     }
 

@@ -12,13 +12,15 @@
 //! - `P nodes`    sorted set: node id -> last heartbeat (ms)
 //! - `P node:N`   what node N registered (members, users), removed by whoever sweeps N
 //! - `P publish`  backends' events (pub/sub); `P publish-stream` the durable path
+//! - `P A:wh`     lifecycle webhook events of app A (stream), `:bytes` their size, `:lease` its sender
 //! - `P control`  server API commands for every node; `P control:N` node N's answers
 //!
 //! Files: this one holds the engine and its publish/subscribe/history; `members`
 //! membership, presence lists and user slots; `bridge` the pub/sub connection and
 //! recovery; `publish` the wire envelope and unconfirmed broadcasts;
 //! `presence` heartbeats and the sweep of dead nodes; `events` the durable event stream;
-//! `control` the server API's commands to every node's sockets.
+//! `control` the server API's commands to every node's sockets; `webhooks` the queue
+//! of lifecycle events and its sender's lease.
 
 mod bridge;
 mod control;
@@ -26,6 +28,7 @@ mod events;
 mod members;
 mod presence;
 mod publish;
+mod webhooks;
 
 use bridge::{Route, SubCommand};
 use events::{collect_entries, durable_events};
@@ -99,6 +102,10 @@ struct Inner {
     awaiting_answers: Mutex<HashMap<String, mpsc::UnboundedSender<usize>>>,
     publish_script: Script,
     admit_script: Script,
+    member_joined_script: Script,
+    member_left_script: Script,
+    webhook_queue_script: Script,
+    webhook_apps: parking_lot::RwLock<webhooks::WebhookApps>,
 }
 
 #[derive(Clone)]
@@ -219,6 +226,10 @@ impl RedisEngine {
             awaiting_answers: Mutex::new(HashMap::new()),
             publish_script: Script::new(PUBLISH_LUA),
             admit_script: Script::new(ADMIT_USER_LUA),
+            member_joined_script: Script::new(&webhooks::member_joined_lua()),
+            member_left_script: Script::new(&webhooks::member_left_lua()),
+            webhook_queue_script: Script::new(&webhooks::queue_lua()),
+            webhook_apps: parking_lot::RwLock::new(webhooks::WebhookApps::default()),
         });
         tracing::info!(node = %inner.node_id, "cluster engine: Redis");
         actix_rt::spawn(bridge::run(inner.clone(), sub_rx));

@@ -71,11 +71,14 @@ impl Inner {
                 }
                 let (app, channel, socket) = (parts[0], parts[1], parts[2]);
                 let key = ChannelKey::new(app, channel);
-                let hash = self.members_key(&key);
-                let record: Option<String> = conn.hget(&hash, socket).await?;
-                let removed: i64 = conn.hdel(&hash, socket).await?;
-                let Some(record) = record.filter(|_| removed == 1) else {
-                    continue;
+                // As if it left: its webhooks (member_removed, channel_vacated) too.
+                let record = match self.forget_member(&key, socket, &node).await {
+                    Ok(Some(record)) => record,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(node, socket, error = %e, "a dead node's member not removed");
+                        continue;
+                    }
                 };
                 let Some(parsed) = parse_record(&record) else {
                     continue;
@@ -105,6 +108,7 @@ impl Inner {
                 }
             }
             let _: () = conn.del(&node_key).await?;
+            self.release_webhook_leases_of(&node).await?;
             tracing::info!(node, entries = entries.len(), leaves, "swept a dead node");
         }
         Ok(())
