@@ -195,7 +195,13 @@ async fn a_socket_that_rejoins_at_once_stays_a_member_everywhere() {
         for c in sockets.iter_mut() {
             recv_until(c, "the barrier", |f| f["action"] == "message").await;
         }
-        let (_, body) = call(&b, "GET", &format!("/presence_stats?channel={channel}"), Value::Null).await;
+        let (_, body) = call(
+            &b,
+            "GET",
+            &format!("/presence_stats?channel={channel}"),
+            Value::Null,
+        )
+        .await;
         assert_eq!(body["sockets"], 4, "round {round}: {body}");
     }
 }
