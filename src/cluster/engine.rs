@@ -6,9 +6,11 @@ use crate::protocol::SharedJson;
 use crate::rules::EventTarget;
 use actix::{Message, Recipient};
 use bytes::Bytes;
-use futures_util::future::{ready, BoxFuture};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+pub use super::result::{done, EngineError, EngineResult};
 
 /// A concrete channel of one app.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -90,18 +92,6 @@ pub struct MemberRecord {
     pub presence: bool,
     pub authenticated: bool,
     pub client: SharedJson,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum EngineError {
-    #[error("engine unavailable: {0}")]
-    Unavailable(String),
-}
-
-pub type EngineResult<T> = BoxFuture<'static, Result<T, EngineError>>;
-
-pub fn done<T: Send + 'static>(value: T) -> EngineResult<T> {
-    Box::pin(ready(Ok(value)))
 }
 
 /// Broadcasts and history of a channel.
@@ -212,7 +202,7 @@ pub trait Control {
 }
 
 pub trait Engine:
-    Broker + Membership + UserSlots + Control + super::Webhooks + Send + Sync + 'static
+    Broker + Membership + UserSlots + Control + super::lifecycle::Webhooks + Send + Sync + 'static
 {
     /// Whether the engine can take traffic (for `/readyz`).
     fn ready(&self) -> bool;

@@ -7,7 +7,7 @@
 //! An event is stored without its `id` and `time_ms`; the sender adds both from
 //! the queue's entry, so a retry sends the same id.
 
-use super::engine::EngineResult;
+use super::result::EngineResult;
 use crate::protocol::SharedJson;
 use bytes::Bytes;
 use serde_json::json;

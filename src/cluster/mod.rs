@@ -11,6 +11,7 @@ mod engine;
 pub mod lifecycle;
 mod memory;
 pub mod redis;
+mod result;
 
 pub use engine::*;
 pub use lifecycle::{QueuedEvent, Webhooks};
