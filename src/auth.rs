@@ -420,5 +420,7 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
     }
 }
 
+pub mod token_tool;
+
 #[cfg(test)]
 mod tests;

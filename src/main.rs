@@ -50,6 +50,40 @@ enum Command {
     Import { source: PathBuf },
     /// Print each app's channel rules of a configuration file as XanoScript `realtime_channel` blocks.
     ExportXs { config: PathBuf },
+    /// Mint a token an app accepts, or explain one (--explain TOKEN): which app accepts
+    /// it and as whom, or the exact reason a socket would be given.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The configuration (default: config/default.toml if present, else the embedded default).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The app's hash (required to mint; with --explain, only that app).
+    #[arg(long)]
+    app: Option<String>,
+    /// The user id (`row_id`): a number, or a string.
+    #[arg(long, required_unless_present = "explain")]
+    sub: Option<String>,
+    /// The auth table id (`dbo_id`); the app's default when left out.
+    #[arg(long)]
+    dbo_id: Option<i64>,
+    /// Extras, a JSON object: '{"name":"Ann"}'.
+    #[arg(long)]
+    extras: Option<String>,
+    /// Roles, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<String>,
+    /// How long the token lasts: 30s, 15m, 1h, 2d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
+    /// PEM private key for RS256 / ES256 apps (never read from the configuration).
+    #[arg(long)]
+    private_key: Option<PathBuf>,
+    /// Explain this token instead of minting one.
+    #[arg(long, conflicts_with_all = ["sub", "extras", "roles", "private_key", "dbo_id"])]
+    explain: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -68,6 +102,67 @@ fn init_logs(format: LogFormat) {
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// `switchboard token`: mint (stdout: the token) or explain (exit 0 when an app accepts it).
+fn token(args: TokenArgs) -> std::process::ExitCode {
+    use switchboard::auth::token_tool;
+    let fail = |message: String| {
+        eprintln!("{message}");
+        std::process::ExitCode::FAILURE
+    };
+    let path = args.config.or_else(|| {
+        let default = PathBuf::from("config/default.toml");
+        default.exists().then_some(default)
+    });
+    let config = match Config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("configuration: {e}")),
+    };
+    if let Some(token) = args.explain {
+        return match token_tool::explain(&config, token.trim(), args.app.as_deref()) {
+            Ok(verdicts) => {
+                print!("{}", token_tool::render(token.trim(), &verdicts));
+                if verdicts.iter().any(|v| v.result.is_ok()) {
+                    std::process::ExitCode::SUCCESS
+                } else {
+                    std::process::ExitCode::FAILURE
+                }
+            }
+            Err(e) => fail(e.to_string()),
+        };
+    }
+    let Some(app) = args.app else {
+        return fail("--app HASH is required to mint a token".into());
+    };
+    let extras = match args.extras.as_deref().map(serde_json::from_str) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => return fail(format!("--extras is not JSON: {e}")),
+    };
+    let private_key_pem = match &args.private_key {
+        None => None,
+        Some(file) => match std::fs::read_to_string(file) {
+            Ok(pem) => Some(pem),
+            Err(e) => return fail(format!("--private-key {}: {e}", file.display())),
+        },
+    };
+    let mint = token_tool::Mint {
+        app,
+        sub: args.sub.unwrap_or_default(),
+        dbo_id: args.dbo_id,
+        extras,
+        roles: args.roles,
+        ttl: args.ttl,
+        private_key_pem,
+    };
+    match token_tool::mint(&config, &mint) {
+        Ok(token) => {
+            println!("{token}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => fail(e.to_string()),
     }
 }
 
@@ -115,6 +210,7 @@ fn main() -> std::process::ExitCode {
                 }
             };
         }
+        Some(Command::Token(args)) => return token(args),
         Some(Command::Serve { config, demo }) => (config, demo),
         None => (None, false),
     };
