@@ -26,6 +26,7 @@ pub fn install() -> &'static PrometheusHandle {
         // Another recorder may already be installed (an embedding program); we still render ours.
         let _ = metrics::set_global_recorder(recorder);
         describe();
+        zero_series();
         handle
     })
 }
@@ -61,6 +62,25 @@ fn process_gauges() {
             gauge!("process_max_fds").set(limit.rlim_cur as f64);
         }
     }
+}
+
+/// Series that may stay at zero for long are exported from the start, so that a
+/// dashboard's `rate()` and alerts see 0 rather than nothing.
+fn zero_series() {
+    for reason in [
+        "slow_consumer",
+        "resend_buffer_full",
+        "frame_rate",
+        "rate_limit",
+    ] {
+        counter!("switchboard_drops_total", "reason" => reason).absolute(0);
+    }
+    counter!("switchboard_webhook_events_sent_total").absolute(0);
+    counter!("switchboard_webhook_events_retried_total").absolute(0);
+    for reason in ["queue_full", "retries_exhausted", "redis_unavailable"] {
+        counter!("switchboard_webhook_events_dropped_total", "reason" => reason).absolute(0);
+    }
+    counter!("switchboard_redis_reconnects_total").absolute(0);
 }
 
 fn describe() {
@@ -109,6 +129,22 @@ fn describe() {
     describe_counter!(
         "switchboard_reloads_total",
         "Configuration reloads, by result"
+    );
+    describe_counter!(
+        "switchboard_webhook_events_sent_total",
+        "Lifecycle webhook events acknowledged by the receiver"
+    );
+    describe_counter!(
+        "switchboard_webhook_events_retried_total",
+        "Lifecycle webhook events in batches that failed and will be sent again"
+    );
+    describe_counter!(
+        "switchboard_webhook_events_dropped_total",
+        "Lifecycle webhook events dropped, by reason (queue_full, retries_exhausted, redis_unavailable)"
+    );
+    describe_histogram!(
+        "switchboard_webhook_seconds",
+        "Lifecycle webhook POST latency"
     );
     describe_gauge!("process_resident_memory_bytes", "Resident memory (RSS)");
     describe_gauge!("process_open_fds", "Open file descriptors (one per socket)");

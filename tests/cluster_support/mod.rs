@@ -363,6 +363,12 @@ impl Node {
         }
     }
 
+    /// Ask the node to reload its configuration (as an operator would).
+    pub fn sighup(&self) {
+        let rc = unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(rc, 0, "kill -HUP {}", self.pid);
+    }
+
     /// Wait (bounded) for the process to exit; its status.
     pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
