@@ -57,12 +57,11 @@ const LABEL_LISTS: &[&str] = &[
 /// durations or Grafana variables.
 fn metric_names(expr: &str) -> BTreeSet<String> {
     let mut cleaned = String::new();
-    let mut chars = expr.chars().peekable();
     // Drop strings, label matchers and range selectors.
     let mut depth_brace = 0;
     let mut in_string = false;
     let mut in_range = false;
-    while let Some(c) = chars.next() {
+    for c in expr.chars() {
         match c {
             '"' if depth_brace == 0 => in_string = !in_string,
             _ if in_string => {}
