@@ -1,5 +1,7 @@
 //! The pages served for people: the demo chat (`GET /`), the admin view
-//! (`GET /admin`, which polls `/admin/stats` with the token the user types) and
+//! (`GET /admin`, which polls `/admin/stats` with the token the user types, charts
+//! the last 15 minutes itself, and shows a channel's presence and history and
+//! disconnects sockets through the server API with that token) and
 //! the vendored `@xano/js-sdk` browser bundle the demo loads. All of it is
 //! compiled into the binary, so it works from any working directory.
 
