@@ -124,6 +124,14 @@ async fn presence_stats_counts_sockets_and_distinct_users() {
     assert_eq!(body, json!({"channel":"mixed/room","sockets":4,"users":2}));
 }
 
+/// The `data` of each event frame.
+fn data_of(frames: &[Value]) -> Vec<Value> {
+    frames
+        .iter()
+        .map(|f| f["payload"]["data"].clone())
+        .collect()
+}
+
 #[tokio::test]
 async fn history_is_unfiltered_newest_last_and_limited() {
     let s = server();
@@ -137,12 +145,7 @@ async fn history_is_unfiltered_newest_last_and_limited() {
         }
         assert_eq!(s.publish(&event).await.0, 202);
     }
-    let live: Vec<Value> = a
-        .drain_until_barrier("readonly")
-        .await
-        .iter()
-        .map(|f| f["payload"]["data"].clone())
-        .collect();
+    let live = data_of(&a.drain_until_barrier("readonly").await);
     assert_eq!(
         live,
         vec![json!(1), json!(3)],
@@ -150,22 +153,13 @@ async fn history_is_unfiltered_newest_last_and_limited() {
     );
     let (status, body) = get(&s, "/api/apps/test/history?channel=readonly").await;
     assert_eq!(status, 200, "{body}");
-    let data: Vec<Value> = body["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["payload"]["data"].clone())
-        .collect();
-    assert_eq!(data, vec![json!(1), json!(2), json!(3)]);
-    let (_, body) = get(&s, "/api/apps/test/history?channel=readonly&limit=2").await;
-    let data: Vec<Value> = body["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["payload"]["data"].clone())
-        .collect();
     assert_eq!(
-        data,
+        data_of(body["history"].as_array().unwrap()),
+        vec![json!(1), json!(2), json!(3)]
+    );
+    let (_, body) = get(&s, "/api/apps/test/history?channel=readonly&limit=2").await;
+    assert_eq!(
+        data_of(body["history"].as_array().unwrap()),
         vec![json!(2), json!(3)],
         "the newest two, oldest first"
     );

@@ -103,16 +103,13 @@ impl Membership for RedisEngine {
     }
 
     fn presence(&self, key: &ChannelKey) -> EngineResult<Vec<SharedJson>> {
-        let inner = self.inner.clone();
-        let hash = inner.members_key(key);
+        let members = self.members(key);
         Box::pin(async move {
-            let mut conn = inner.conn();
-            let all: HashMap<String, String> = conn.hgetall(hash).await.map_err(unavailable)?;
-            Ok(all
-                .values()
-                .filter_map(|r| parse_record(r))
-                .filter(|r| r.presence)
-                .map(|r| r.client)
+            Ok(members
+                .await?
+                .into_iter()
+                .filter(|m| m.presence)
+                .map(|m| m.client)
                 .collect())
         })
     }
