@@ -10,11 +10,11 @@ WORKDIR /src
 ENV CARGO_PROFILE_RELEASE_DEBUG=0 \
     CARGO_TERM_COLOR=never
 
-# The whole context (see .dockerignore), not just src/: the workspace has two members
-# (the broker and bench/), and the binary embeds files from elsewhere too
+# The whole context (see .dockerignore), not just src/: the workspace has three members
+# (the broker, bench/ and chaos/), and the binary embeds files from elsewhere too
 # (config/default.toml as the built-in default). An earlier version built the
 # dependencies first from Cargo.toml alone; cargo cannot load the workspace without
-# bench/Cargo.toml, so that layer failed.
+# the other members' Cargo.toml, so that layer failed.
 COPY . .
 # BuildKit cache mounts keep the registry and the build directory between builds, so a
 # change to src/ rebuilds only the crate; the binary leaves the cache in the same step.

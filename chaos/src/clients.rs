@@ -1,0 +1,203 @@
+//! The clients of a run: each holds one raw WebSocket at a time on one channel
+//! (with presence), sends numbered messages, and logs every session (socket id,
+//! join time, everything received) and every message it sent (accepted when its
+//! echo came back). A closed socket is reopened on the next node.
+
+use crate::check::{Sent, Session};
+use futures_util::{SinkExt, StreamExt};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+/// What one client did, read by the run when it ends.
+#[derive(Default)]
+pub struct Log {
+    pub sessions: Vec<Session>,
+    pub sent: Vec<Sent>,
+    /// The session open now (an index into `sessions`).
+    pub open: Option<usize>,
+    /// Barrier tags the open session received.
+    pub barriers: HashSet<String>,
+}
+
+pub enum Command {
+    /// Send a barrier message with this tag on the channel.
+    Barrier(String),
+}
+
+pub struct Client {
+    pub id: usize,
+    pub channel: String,
+    pub log: Arc<Mutex<Log>>,
+    pub commands: mpsc::UnboundedSender<Command>,
+}
+
+/// Phases the run tells every client: sending, then quiet (no new messages), then done.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Phase {
+    Sending,
+    Quiet,
+    Done,
+}
+
+pub fn start(
+    id: usize,
+    channel: String,
+    nodes: Vec<SocketAddr>,
+    seed: u64,
+    phase: watch::Receiver<Phase>,
+) -> Client {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let (commands, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(
+        id,
+        channel.clone(),
+        nodes,
+        seed,
+        phase,
+        log.clone(),
+        rx,
+    ));
+    Client {
+        id,
+        channel,
+        log,
+        commands,
+    }
+}
+
+async fn run(
+    id: usize,
+    channel: String,
+    nodes: Vec<SocketAddr>,
+    seed: u64,
+    mut phase: watch::Receiver<Phase>,
+    log: Arc<Mutex<Log>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9));
+    let mut attempt = id;
+    let mut next_n: u64 = 0;
+    while *phase.borrow() != Phase::Done {
+        let node = nodes[attempt % nodes.len()];
+        attempt += 1;
+        let url = format!("ws://{node}/rt/chaos");
+        let ws = match tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        {
+            Ok(Ok((ws, _))) => ws,
+            _ => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let (mut tx, mut rx) = ws.split();
+        let join =
+            json!({"action":"join","options":{"channel":channel},"payload":{"presence":true}});
+        if tx
+            .send(Message::Text(join.to_string().into()))
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        let mut session: Option<usize> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(rng.random_range(80..250)));
+        loop {
+            tokio::select! {
+                frame = rx.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => continue,
+                    };
+                    let Ok(f) = serde_json::from_str::<Value>(&text) else { continue };
+                    on_frame(id, &channel, &f, &log, &mut session);
+                }
+                _ = tick.tick(), if session.is_some() && *phase.borrow() == Phase::Sending => {
+                    let n = next_n;
+                    next_n += 1;
+                    log.lock().unwrap().sent.push(Sent {
+                        id: (id, n),
+                        channel: channel.clone(),
+                        at: Instant::now(),
+                        accepted: false,
+                    });
+                    let m = json!({"action":"message","options":{"channel":channel},"payload":{"c":id,"n":n}});
+                    if tx.send(Message::Text(m.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Command::Barrier(tag)) = commands.recv() => {
+                    let m = json!({"action":"message","options":{"channel":channel},"payload":{"barrier":tag}});
+                    if tx.send(Message::Text(m.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+                changed = phase.changed() => {
+                    if changed.is_err() || *phase.borrow() == Phase::Done {
+                        // The run ends with this session open.
+                        return;
+                    }
+                }
+            }
+        }
+        // The socket closed: its session is over.
+        {
+            let mut l = log.lock().unwrap();
+            if let Some(i) = session.take() {
+                l.sessions[i].open_at_end = false;
+            }
+            l.open = None;
+            l.barriers.clear();
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..500))).await;
+    }
+}
+
+fn on_frame(id: usize, channel: &str, f: &Value, log: &Mutex<Log>, session: &mut Option<usize>) {
+    let mut l = log.lock().unwrap();
+    match f["action"].as_str() {
+        Some("join") if f["options"]["channel"] == channel && session.is_none() => {
+            l.sessions.push(Session {
+                socket_id: f["client"]["socketId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                channel: channel.to_string(),
+                joined: Instant::now(),
+                open_at_end: true,
+                received: Vec::new(),
+            });
+            let i = l.sessions.len() - 1;
+            *session = Some(i);
+            l.open = Some(i);
+        }
+        Some("message") => {
+            let Some(i) = *session else { return };
+            let p = &f["payload"];
+            if let Some(tag) = p["barrier"].as_str() {
+                l.barriers.insert(tag.to_string());
+                return;
+            }
+            let (Some(c), Some(n)) = (p["c"].as_u64(), p["n"].as_u64()) else {
+                return;
+            };
+            l.sessions[i].received.push((c as usize, n));
+            if c as usize == id {
+                if let Some(s) = l.sent.iter_mut().rev().find(|s| s.id == (id, n)) {
+                    s.accepted = true;
+                }
+            }
+        }
+        _ => {}
+    }
+}

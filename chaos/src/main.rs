@@ -1,0 +1,284 @@
+//! `switchboard-chaos`: a randomized fault run with a checker (docs/protocol.md
+//! section 9). It starts one redis-server and N brokers, runs M clients over several
+//! channels with presence, injects faults from a schedule drawn from `--seed`
+//! (the same seed gives the same schedule), heals everything, and then checks the
+//! log of every client: nothing accepted lost, duplicated or reordered, and presence
+//! converged. Exit code 0 when the promise held, 1 with the counterexamples.
+//! `scripts/chaos.sh` builds and runs it.
+
+mod check;
+mod clients;
+mod procs;
+
+use clap::Parser;
+use clients::{Command, Phase};
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard-chaos",
+    about = "A randomized fault run against Switchboard with a checker"
+)]
+struct Args {
+    /// The schedule's seed (default: from the clock; printed either way).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long faults are injected.
+    #[arg(long, default_value_t = 120)]
+    seconds: u64,
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    #[arg(long, default_value_t = 30)]
+    clients: usize,
+    #[arg(long, default_value_t = 5)]
+    channels: usize,
+    /// Faults to draw from: kill (SIGKILL a broker, restart it), term (SIGTERM, restart),
+    /// pause (SIGSTOP a broker past the ping timeout, SIGCONT), redis (SIGKILL Redis, restart).
+    #[arg(long, value_delimiter = ',', default_value = "kill,term,pause,redis")]
+    faults: Vec<String>,
+    /// The broker binary.
+    #[arg(long, default_value = "target/release/switchboard")]
+    broker: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+enum Fault {
+    KillBroker(usize),
+    TermBroker(usize),
+    PauseBroker(usize),
+    KillRedis,
+}
+
+/// The schedule: (when, what, how long until it is healed).
+fn schedule(
+    seed: u64,
+    seconds: u64,
+    nodes: usize,
+    kinds: &[String],
+) -> Vec<(Duration, Fault, Duration)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    let mut t = Duration::from_secs(3);
+    while t < Duration::from_secs(seconds) {
+        let kind = &kinds[rng.random_range(0..kinds.len())];
+        let node = rng.random_range(0..nodes);
+        let (fault, lasts) = match kind.as_str() {
+            "kill" => (Fault::KillBroker(node), rng.random_range(500..3000)),
+            "term" => (Fault::TermBroker(node), rng.random_range(500..3000)),
+            "pause" => (Fault::PauseBroker(node), rng.random_range(6000..9000)),
+            _ => (Fault::KillRedis, rng.random_range(500..3000)),
+        };
+        let lasts = Duration::from_millis(lasts);
+        out.push((t, fault, lasts));
+        t += lasts + Duration::from_millis(rng.random_range(2000..6000));
+    }
+    out
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let plan = schedule(seed, args.seconds, args.nodes, &args.faults);
+    println!(
+        "chaos: seed {seed}, {} s, {} nodes, {} clients on {} channels",
+        args.seconds, args.nodes, args.clients, args.channels
+    );
+    for (at, fault, lasts) in &plan {
+        println!(
+            "  at {:>6.1} s: {fault:?} for {:.1} s",
+            at.as_secs_f64(),
+            lasts.as_secs_f64()
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("switchboard-chaos-{seed}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory for the logs");
+
+    let redis_port = procs::free_port();
+    let mut redis = procs::redis(redis_port, &dir);
+    redis.start();
+    let ports: Vec<u16> = (0..args.nodes).map(|_| procs::free_port()).collect();
+    let addrs: Vec<SocketAddr> = ports
+        .iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+        .collect();
+    let mut brokers: Vec<procs::Proc> = (0..args.nodes)
+        .map(|i| procs::broker(&args.broker, i, ports[i], redis_port, &dir))
+        .collect();
+    for b in &mut brokers {
+        b.start();
+    }
+    for a in &addrs {
+        if !procs::wait_ready(*a, Duration::from_secs(20)).await {
+            eprintln!("chaos: broker {a} not ready; logs in {}", dir.display());
+            return std::process::ExitCode::from(2);
+        }
+    }
+
+    let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Sending);
+    let clients: Vec<clients::Client> = (0..args.clients)
+        .map(|i| {
+            clients::start(
+                i,
+                format!("room/{}", i % args.channels),
+                addrs.clone(),
+                seed,
+                phase.clone(),
+            )
+        })
+        .collect();
+
+    let started = Instant::now();
+    let mut injected = 0;
+    for (at, fault, lasts) in &plan {
+        tokio::time::sleep_until((started + *at).into()).await;
+        println!(
+            "chaos: {:>6.1} s {fault:?}",
+            started.elapsed().as_secs_f64()
+        );
+        match fault {
+            Fault::KillBroker(i) => brokers[*i].kill(),
+            Fault::TermBroker(i) => brokers[*i].terminate(Duration::from_secs(5)),
+            Fault::PauseBroker(i) => brokers[*i].signal(libc::SIGSTOP),
+            Fault::KillRedis => redis.kill(),
+        }
+        injected += 1;
+        tokio::time::sleep(*lasts).await;
+        match fault {
+            Fault::KillBroker(i) | Fault::TermBroker(i) => brokers[*i].start(),
+            Fault::PauseBroker(i) => brokers[*i].signal(libc::SIGCONT),
+            Fault::KillRedis => redis.start(),
+        }
+        for a in &addrs {
+            if !procs::wait_ready(*a, Duration::from_secs(20)).await {
+                eprintln!("chaos: {a} not ready 20 s after healing {fault:?}");
+            }
+        }
+    }
+    let remaining = Duration::from_secs(args.seconds).saturating_sub(started.elapsed());
+    tokio::time::sleep(remaining).await;
+
+    // Quiet: no new messages; then one barrier per channel, sent by an open member:
+    // every message accepted before it arrives before it, in the channel's one order.
+    let _ = phase_tx.send(Phase::Quiet);
+    let mut unsettled = Vec::new();
+    for ch in 0..args.channels {
+        let channel = format!("room/{ch}");
+        let tag = format!("end-{ch}");
+        let members: Vec<&clients::Client> =
+            clients.iter().filter(|c| c.channel == channel).collect();
+        let Some(sender) = members
+            .iter()
+            .find(|c| c.log.lock().unwrap().open.is_some())
+        else {
+            unsettled.push(format!("{channel}: no open member at the end"));
+            continue;
+        };
+        let _ = sender.commands.send(Command::Barrier(tag.clone()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let missing: Vec<usize> = members
+                .iter()
+                .filter(|c| {
+                    let l = c.log.lock().unwrap();
+                    l.open.is_some() && !l.barriers.contains(&tag)
+                })
+                .map(|c| c.id)
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                unsettled.push(format!(
+                    "{channel}: the end barrier never reached clients {missing:?}"
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Presence converges to the open sessions (a dead node's entries expire).
+    let mut listed = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sessions_now = || -> Vec<check::Session> {
+        clients
+            .iter()
+            .flat_map(|c| c.log.lock().unwrap().sessions.clone())
+            .collect()
+    };
+    let ghosts = loop {
+        listed.clear();
+        for ch in 0..args.channels {
+            let channel = format!("room/{ch}");
+            let path = format!("/api/apps/chaos/presence?channel={channel}");
+            if let Some((200, body)) = procs::http_get(addrs[0], &path, Some(procs::API_KEY)).await
+            {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let ids: BTreeSet<String> = v["presence"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|c| c["socketId"].as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                listed.insert(channel, ids);
+            }
+        }
+        let ghosts = check::check_presence(&listed, &sessions_now());
+        if ghosts.is_empty() || Instant::now() > deadline {
+            break ghosts;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let _ = phase_tx.send(Phase::Done);
+
+    let sessions = sessions_now();
+    let sent: Vec<check::Sent> = clients
+        .iter()
+        .flat_map(|c| c.log.lock().unwrap().sent.clone())
+        .collect();
+    let mut report = check::check(&sent, &sessions);
+    report.ghosts = ghosts;
+    report.lost.extend(unsettled);
+    let accepted = sent.iter().filter(|m| m.accepted).count();
+    println!(
+        "chaos: seed {seed}: {injected} faults, {} messages sent, {accepted} accepted, {} sessions, {} checked",
+        sent.len(),
+        sessions.len(),
+        report.messages_checked
+    );
+    if report.ok() {
+        println!("chaos: OK");
+        let _ = std::fs::remove_dir_all(&dir);
+        return std::process::ExitCode::SUCCESS;
+    }
+    for (what, list) in [
+        ("lost", &report.lost),
+        ("duplicated", &report.duplicated),
+        ("reordered", &report.reordered),
+        ("ghosts", &report.ghosts),
+    ] {
+        if !list.is_empty() {
+            println!("chaos: {} {what}; the first: ", list.len());
+            for line in list.iter().take(5) {
+                println!("    {line}");
+            }
+        }
+    }
+    println!(
+        "chaos: FAILED with seed {seed} (replay: --seed {seed}); logs in {}",
+        dir.display()
+    );
+    std::process::ExitCode::FAILURE
+}
