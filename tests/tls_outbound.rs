@@ -66,36 +66,45 @@ impl Drop for Killed {
 
 /// redis-server with TLS only, on a free port; waits until it accepts TCP.
 async fn tls_redis(pki: &Pki) -> (Killed, u16) {
-    let port = free_port();
-    let log = std::fs::File::create(pki.dir.join("redis.log")).unwrap();
-    let child = Command::new("redis-server")
-        .args(["--port", "0", "--tls-port", &port.to_string()])
-        .arg("--tls-cert-file")
-        .arg(&pki.cert)
-        .arg("--tls-key-file")
-        .arg(&pki.key)
-        .arg("--tls-ca-cert-file")
-        .arg(&pki.ca)
-        .args(["--tls-auth-clients", "no", "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("redis-server (with TLS) is installed");
-    let redis = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server --tls-port did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // A port picked free may be taken by a concurrent test before redis binds it:
+    // then redis exits, and another port is tried. Ready means its own log says so
+    // (a TCP connect could reach whoever took the port).
+    for _ in 0..5 {
+        let port = free_port();
+        let log_path = pki.dir.join(format!("redis-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&pki.cert)
+            .arg("--tls-key-file")
+            .arg(&pki.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&pki.ca)
+            .args(["--tls-auth-clients", "no", "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("redis-server (with TLS) is installed");
+        let mut redis = Killed(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if text.contains("Ready to accept connections") {
+                return (redis, port);
+            }
+            let exited = matches!(redis.0.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > deadline {
+                eprintln!("redis-server --tls-port {port} did not start:\n{text}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(redis);
     }
-    (redis, port)
+    panic!("redis-server --tls-port did not start in 5 tries");
 }
 
 fn broker_config(dir: &Path, server_extra: &str, cluster: &str, rules: &str) -> PathBuf {
@@ -135,6 +144,17 @@ async fn start(config: &Path) -> (Killed, SocketAddr, PathBuf) {
     (Killed(child), addr, log)
 }
 
+/// Prints a log file when the test panics while it is alive.
+struct PrintLogOnPanic(PathBuf);
+
+impl Drop for PrintLogOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            process::print_tail("node", &self.0, 60);
+        }
+    }
+}
+
 #[tokio::test]
 async fn rediss_with_the_right_ca_serves_and_a_wrong_ca_is_a_clear_error() {
     let pki = make_pki("redis-tls");
@@ -143,8 +163,10 @@ async fn rediss_with_the_right_ca_serves_and_a_wrong_ca_is_a_clear_error() {
         "redis_url = \"rediss://127.0.0.1:{port}\"\nredis_ca_file = \"{}\"",
         pki.ca.display()
     );
-    let (_node, addr, _) = start(&broker_config(&pki.dir, "", &cluster, "")).await;
-    process::wait_status(addr, "/readyz", 200, Duration::from_secs(10)).await;
+    let (_node, addr, log) = start(&broker_config(&pki.dir, "", &cluster, "")).await;
+    let printed = PrintLogOnPanic(log);
+    process::wait_status(addr, "/readyz", 200, Duration::from_secs(20)).await;
+    drop(printed);
     let mut c = Client::connect(&format!("ws://{addr}/rt/test"), None).await;
     c.join("chat/tls", true, false).await;
     c.message("chat/tls", json!("over rediss")).await;
