@@ -81,6 +81,9 @@ fn zero_series() {
         counter!("switchboard_webhook_events_dropped_total", "reason" => reason).absolute(0);
     }
     counter!("switchboard_redis_reconnects_total").absolute(0);
+    for result in ["ok", "refused"] {
+        counter!("switchboard_reloads_total", "result" => result).absolute(0);
+    }
 }
 
 fn describe() {
