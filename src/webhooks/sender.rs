@@ -151,14 +151,31 @@ pub async fn run(state: Weak<ServerState>, app: String, mut stopping: watch::Rec
                 tracing::warn!(app, url = target.url, events = n, error = why, retry_in = ?f.pause, "webhook batch failed");
                 let wait = f.pause;
                 f.pause = (f.pause * 2).min(MAX_BACKOFF);
-                if flush_until.is_some() {
-                    break;
+                match flush_until {
+                    // Stopping: try again soon, until the flush deadline (a pooled
+                    // connection the receiver had closed fails once, then works).
+                    Some(until) => {
+                        let left = until.saturating_duration_since(Instant::now());
+                        tokio::time::sleep(wait.min(Duration::from_millis(250)).min(left)).await;
+                    }
+                    None => pause(wait, &mut stopping).await,
                 }
-                pause(wait, &mut stopping).await;
             }
         }
     }
     if let Some(state) = state.upgrade() {
+        if flush_until.is_some() {
+            let left = state
+                .engine
+                .queued_webhooks(&app, 10_000)
+                .await
+                .map(|e| e.len())
+                .unwrap_or(0);
+            if left > 0 {
+                // With Redis another node sends them; on one node they are lost.
+                tracing::warn!(app, events = left, "stopping with lifecycle events unsent");
+            }
+        }
         let _ = state.engine.release_webhook_lease(&app).await;
     }
 }
