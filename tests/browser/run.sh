@@ -8,7 +8,7 @@
 # root), Node 20+ and npm (`npm ci` here the first time, which this does).
 # Env: SWITCHBOARD_BIN (default: <repo>/target/release/switchboard),
 #      CHROMIUM_PATH (default /usr/bin/chromium), BROWSER_TEST_WAIT_MS (default 15000).
-# Screenshots: tests/browser/artifacts/{demo,demo-sender,admin}.png
+# Screenshots: tests/browser/artifacts/{demo,demo-sender,admin,admin-charts,admin-channel}.png
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
