@@ -8,7 +8,7 @@ use crate::auth::{Identity, TokenVerifier};
 use crate::cluster::{Engine, SocketTarget};
 use crate::config::{AppConfig, Config, Limits};
 use crate::http::client_addr::TrustedProxies;
-use crate::rules::{self, RuleSet};
+use crate::rules::RuleSet;
 use actix::{Addr, Recipient};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -198,16 +198,6 @@ pub struct LiveSocket {
     pub addr: Recipient<CloseSocket>,
 }
 
-impl LiveSocket {
-    fn is(&self, app: &str, target: &SocketTarget) -> bool {
-        *self.app == *app
-            && match target {
-                SocketTarget::Socket(id) => self.identity.socket_id == *id,
-                SocketTarget::User(user) => rules::event_reaches(Some(user), &self.identity),
-            }
-    }
-}
-
 /// Live sockets: the global count and the addresses to drain. Per-user counts are
 /// the engine's (`UserSlots`), so they hold across every node.
 #[derive(Default)]
@@ -259,11 +249,25 @@ impl Connections {
         code: u16,
         reason: &'static str,
     ) -> usize {
+        self.close_where(
+            |s| *s.app == *app && target.names(&s.identity),
+            code,
+            reason,
+        )
+    }
+
+    /// Close the sockets `chosen` picks; answers how many.
+    fn close_where(
+        &self,
+        chosen: impl Fn(&LiveSocket) -> bool,
+        code: u16,
+        reason: &'static str,
+    ) -> usize {
         let sockets: Vec<_> = self
             .live
             .lock()
             .values()
-            .filter(|s| s.is(app, target))
+            .filter(|s| chosen(s))
             .map(|s| s.addr.clone())
             .collect();
         for addr in &sockets {
@@ -274,17 +278,7 @@ impl Connections {
 
     /// Close every socket of one app (its app was removed by a reload: 4401).
     pub fn close_app(&self, app: &str, code: u16, reason: &'static str) -> usize {
-        let sockets: Vec<_> = self
-            .live
-            .lock()
-            .values()
-            .filter(|s| &*s.app == app)
-            .map(|s| s.addr.clone())
-            .collect();
-        for addr in &sockets {
-            addr.do_send(CloseSocket { code, reason });
-        }
-        sockets.len()
+        self.close_where(|s| &*s.app == app, code, reason)
     }
 
     pub fn close_all(&self, code: u16, reason: &'static str) {

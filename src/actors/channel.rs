@@ -386,10 +386,7 @@ impl Handler<Revoke> for ChannelActor {
         let chosen: Vec<Arc<str>> = self
             .members
             .iter()
-            .filter(|(id, m)| match &msg.0 {
-                SocketTarget::Socket(wanted) => ***id == **wanted,
-                SocketTarget::User(user) => rules::event_reaches(Some(user), &m.identity),
-            })
+            .filter(|(_, m)| msg.0.names(&m.identity))
             .map(|(id, _)| id.clone())
             .collect();
         self.revoke(chosen, ctx)

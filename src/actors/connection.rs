@@ -16,7 +16,9 @@ use crate::state::{Admission, AppContext, LiveSocket, ServerState};
 use actix::prelude::*;
 use actix_http::ws::{Frame, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -129,6 +131,46 @@ impl ConnectionActor {
         ctx.stop();
     }
 
+    /// Leave every joined channel. With webhooks on, answers one future per channel
+    /// that resolves once that channel's engine work for the leave is done (its
+    /// mailbox waits for it), so its `member_removed` is queued.
+    fn leave_all(&mut self, webhooks: bool) -> Vec<BoxFuture<'static, ()>> {
+        let mut leaves = Vec::new();
+        for (_, j) in self.joined.drain() {
+            let leave = Leave {
+                socket_id: self.socket_id.clone(),
+            };
+            if !webhooks {
+                j.addr.do_send(leave);
+                continue;
+            }
+            let (left, done) = (j.addr.send(leave), j.addr.send(Snapshot));
+            leaves.push(Box::pin(async move {
+                let _ = left.await;
+                let _ = done.await;
+            }) as BoxFuture<'static, ()>);
+        }
+        leaves
+    }
+
+    /// Queue the `disconnect` webhook once the channels took the leaves: a receiver
+    /// sees the socket's `member_removed` events first (1006: no close frame). A
+    /// graceful stop waits for it (`ServerState::closing`).
+    fn queue_disconnect(&self, leaves: Vec<BoxFuture<'static, ()>>) {
+        let disconnect = lifecycle::disconnect(
+            &self.socket_id,
+            &self.client,
+            self.close_code.unwrap_or(1006),
+        );
+        let (state, app) = (self.state.clone(), self.app.hash.clone());
+        state.closing.fetch_add(1, Ordering::AcqRel);
+        actix_rt::spawn(async move {
+            futures_util::future::join_all(leaves).await;
+            let _ = state.engine.queue_webhook(&app, disconnect).await;
+            state.closing.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+
     fn handle_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         match frame {
             Frame::Text(bytes) => self.handle_message(true, bytes, ctx),
@@ -203,11 +245,13 @@ impl Actor for ConnectionActor {
                 addr: ctx.address().recipient(),
             },
         );
-        let connected = self.state.engine.queue_webhook(
-            &self.app.hash,
-            lifecycle::connect(&self.socket_id, &self.client),
-        );
-        actix_rt::spawn(connected);
+        if self.state.engine.webhooks_on(&self.app.hash) {
+            let connected = self.state.engine.queue_webhook(
+                &self.app.hash,
+                lifecycle::connect(&self.socket_id, &self.client),
+            );
+            actix_rt::spawn(connected);
+        }
         // One timer entry in the runtime's shared wheel, no task: the SDK reconnects
         // on 4000 with the token it holds now (docs/protocol.md section 1).
         if let Some(ends) = self.session_ends.take() {
@@ -229,22 +273,8 @@ impl Actor for ConnectionActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        let leaves: Vec<_> = self
-            .joined
-            .drain()
-            .map(|(_, j)| {
-                let leave = j.addr.send(Leave {
-                    socket_id: self.socket_id.clone(),
-                });
-                // Answered once the channel's engine work for the leave is done
-                // (its mailbox waits for it): the `member_removed` is queued.
-                let done = j.addr.send(Snapshot);
-                async move {
-                    let _ = leave.await;
-                    let _ = done.await;
-                }
-            })
-            .collect();
+        let webhooks = self.state.engine.webhooks_on(&self.app.hash);
+        let leaves = self.leave_all(webhooks);
         // The outbox may have closed first (a channel saw it overflow) and ended the
         // stream before our own notice arrived.
         if self.outbox.overflowed() {
@@ -257,24 +287,9 @@ impl Actor for ConnectionActor {
             linger::reset_if_stuck(self.raw_socket);
         }
         self.outbox.finish();
-        // Queued once the channels took the leaves: a receiver sees the socket's
-        // `member_removed` events before its `disconnect` (1006: no close frame).
-        let disconnect = lifecycle::disconnect(
-            &self.socket_id,
-            &self.client,
-            self.close_code.unwrap_or(1006),
-        );
-        let (state, app) = (self.state.clone(), self.app.hash.clone());
-        state
-            .closing
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        actix_rt::spawn(async move {
-            futures_util::future::join_all(leaves).await;
-            let _ = state.engine.queue_webhook(&app, disconnect).await;
-            state
-                .closing
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        });
+        if webhooks {
+            self.queue_disconnect(leaves);
+        }
         crate::metrics::connection_closed(&self.app.hash, self.close_reason);
         tracing::info!(
             socket = %self.socket_id,

@@ -169,6 +169,16 @@ pub enum SocketTarget {
     User(EventTarget),
 }
 
+impl SocketTarget {
+    /// Whether the socket of `identity` is one of the target's.
+    pub fn names(&self, identity: &crate::auth::Identity) -> bool {
+        match self {
+            SocketTarget::Socket(id) => identity.socket_id == *id,
+            SocketTarget::User(user) => crate::rules::event_reaches(Some(user), identity),
+        }
+    }
+}
+
 /// What a backend asks of sockets wherever they are (docs/protocol.md section 10).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

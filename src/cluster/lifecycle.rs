@@ -70,6 +70,9 @@ pub trait Webhooks {
     /// dropped (counted and logged).
     fn set_webhook_apps(&self, apps: Vec<String>, queue_bytes: usize);
 
+    /// Whether the app's events are queued: callers skip encoding events otherwise.
+    fn webhooks_on(&self, app: &str) -> bool;
+
     /// Queue an event of a socket (`connect`, `disconnect`); resolves once it is
     /// queued (dropped events are counted and logged). Membership events are
     /// queued by the engine itself, with the change of membership.

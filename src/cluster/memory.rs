@@ -94,10 +94,8 @@ struct AppQueue {
 }
 
 impl WebhookQueues {
+    /// Queue an event; the caller checked that the app has webhooks on.
     fn push(&mut self, app: &str, json: Bytes) {
-        if !self.on.contains(app) {
-            return;
-        }
         let budget = self.budget;
         let q = self.by_app.entry(app.to_string()).or_default();
         if q.bytes + json.len() > budget {
@@ -247,8 +245,8 @@ impl Membership for MemoryEngine {
         self.with_live(key, |l| {
             let client = member.client.clone();
             let new = l.members.insert(member.socket_id.clone(), member).is_none();
-            if new {
-                let mut queues = self.webhooks.lock();
+            let mut queues = self.webhooks.lock();
+            if new && queues.on.contains(&*key.app) {
                 if l.members.len() == 1 {
                     queues.push(&key.app, lifecycle::channel_occupied(&key.channel));
                 }
@@ -260,8 +258,9 @@ impl Membership for MemoryEngine {
 
     fn member_left(&self, key: &ChannelKey, socket_id: Arc<str>) -> EngineResult<()> {
         self.with_live(key, |l| {
-            if let Some(gone) = l.members.remove(&socket_id) {
-                let mut queues = self.webhooks.lock();
+            let gone = l.members.remove(&socket_id);
+            let mut queues = self.webhooks.lock();
+            if let Some(gone) = gone.filter(|_| queues.on.contains(&*key.app)) {
                 queues.push(
                     &key.app,
                     lifecycle::member_removed(&key.channel, &gone.client),
@@ -382,8 +381,15 @@ impl Webhooks for MemoryEngine {
         q.by_app.retain(|app, _| on.contains(app));
     }
 
+    fn webhooks_on(&self, app: &str) -> bool {
+        self.webhooks.lock().on.contains(app)
+    }
+
     fn queue_webhook(&self, app: &str, event: Bytes) -> EngineResult<()> {
-        self.webhooks.lock().push(app, event);
+        let mut queues = self.webhooks.lock();
+        if queues.on.contains(app) {
+            queues.push(app, event);
+        }
         done(())
     }
 

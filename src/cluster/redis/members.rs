@@ -17,7 +17,10 @@ impl Inner {
         node: &str,
     ) -> Result<Option<String>, EngineError> {
         let (webhooks, budget) = self.webhooks_on(&key.app);
-        let channel_json = serde_json::to_string(&*key.channel).map_err(unavailable)?;
+        let channel_json = match webhooks {
+            "1" => serde_json::to_string(&*key.channel).map_err(unavailable)?,
+            _ => String::new(),
+        };
         let node_entry = format!("{}\n{}\n{}", key.app, key.channel, socket_id);
         let mut conn = self.conn();
         let (record, dropped): (Option<String>, u64) = self
@@ -52,8 +55,15 @@ impl Membership for RedisEngine {
         );
         let entry = format!("{}\n{}\n{}", key.app, key.channel, member.socket_id);
         let (webhooks, budget) = inner.webhooks_on(&key.app);
-        let added = lifecycle::member_added(&key.channel, &member.client);
-        let occupied = lifecycle::channel_occupied(&key.channel);
+        // Encoded only for apps with webhooks on (the script ignores them otherwise).
+        let (added, occupied) = if webhooks == "1" {
+            (
+                lifecycle::member_added(&key.channel, &member.client),
+                lifecycle::channel_occupied(&key.channel),
+            )
+        } else {
+            (Bytes::new(), Bytes::new())
+        };
         let (stream, bytes) = (
             inner.webhook_stream(&key.app),
             inner.webhook_bytes(&key.app),

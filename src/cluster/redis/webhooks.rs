@@ -156,6 +156,10 @@ impl Webhooks for RedisEngine {
         w.budget = queue_bytes;
     }
 
+    fn webhooks_on(&self, app: &str) -> bool {
+        self.inner.webhooks_on(app).0 == "1"
+    }
+
     fn queue_webhook(&self, app: &str, event: Bytes) -> EngineResult<()> {
         let (on, budget) = self.inner.webhooks_on(app);
         if on != "1" {
