@@ -70,13 +70,15 @@ pub(super) enum SubCommand {
 impl Inner {
     /// Route one pub/sub message to the channel actors of its topic.
     fn route(self: &Arc<Self>, topic: &str, payload: &[u8]) {
-        if topic == self.control_topic() {
+        // The node's own topics, named once at start (this runs per message).
+        let own = &self.own_topics;
+        if topic == own.control {
             return self.on_command(payload);
         }
-        if topic == self.answers_topic() {
+        if topic == own.answers {
             return self.on_answer(payload);
         }
-        if topic == self.events_topic() {
+        if topic == own.events {
             let sink = self.events.lock().clone();
             if let Some(sink) = sink {
                 actix_rt::spawn(sink(Bytes::copy_from_slice(payload), false));
@@ -191,9 +193,8 @@ pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
             }
             routes.keys().cloned().collect()
         };
-        topics.push(inner.events_topic());
-        topics.push(inner.control_topic());
-        topics.push(inner.answers_topic());
+        let own = &inner.own_topics;
+        topics.extend([own.events.clone(), own.control.clone(), own.answers.clone()]);
         if let Err(e) = sink.subscribe(&topics).await {
             tracing::warn!(error = %e, "resubscribe failed");
             tokio::time::sleep(Duration::from_millis(200)).await;

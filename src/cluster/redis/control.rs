@@ -25,14 +25,6 @@ struct Answer {
 }
 
 impl Inner {
-    pub(super) fn control_topic(&self) -> String {
-        format!("{}control", self.prefix)
-    }
-
-    pub(super) fn answers_topic(&self) -> String {
-        format!("{}control:{}", self.prefix, self.node_id)
-    }
-
     /// A command from some node (this one too): run it here and answer.
     pub(super) fn on_command(self: &Arc<Self>, payload: &[u8]) {
         let Ok(request) = serde_json::from_slice::<Request>(payload) else {
@@ -82,12 +74,12 @@ impl Control for RedisEngine {
             inner.awaiting_answers.lock().insert(id.clone(), tx);
             let request = Request {
                 id: id.clone(),
-                reply_to: inner.answers_topic(),
+                reply_to: inner.own_topics.answers.clone(),
                 command,
             };
             let body = serde_json::to_vec(&request).map_err(unavailable)?;
             let mut conn = inner.conn();
-            let nodes: Result<usize, _> = conn.publish(inner.control_topic(), body).await;
+            let nodes: Result<usize, _> = conn.publish(&inner.own_topics.control, body).await;
             let nodes = match nodes {
                 Ok(n) => n,
                 Err(e) => {

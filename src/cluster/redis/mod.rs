@@ -106,6 +106,17 @@ struct Inner {
     member_left_script: Script,
     webhook_queue_script: Script,
     webhook_apps: parking_lot::RwLock<webhooks::WebhookApps>,
+    own_topics: OwnTopics,
+}
+
+/// The pub/sub topics every node listens to besides its channels'.
+struct OwnTopics {
+    /// `P publish`: backends' events.
+    events: String,
+    /// `P control`: server API commands for every node.
+    control: String,
+    /// `P control:N`: answers to this node's commands.
+    answers: String,
 }
 
 #[derive(Clone)]
@@ -154,9 +165,6 @@ impl Inner {
     }
     fn node_key(&self, node: &str) -> String {
         format!("{}node:{}", self.prefix, node)
-    }
-    fn events_topic(&self) -> String {
-        format!("{}publish", self.prefix)
     }
     fn recovery_stream(&self, key: &ChannelKey) -> String {
         format!("{}{}:s:{}", self.prefix, key.app, key.channel)
@@ -207,6 +215,11 @@ impl RedisEngine {
             .map_err(unavailable)?;
         let (sub_tx, sub_rx) = mpsc::unbounded_channel();
         let node_id = crate::auth::new_socket_id();
+        let own_topics = OwnTopics {
+            events: format!("{}publish", config.prefix),
+            control: format!("{}control", config.prefix),
+            answers: format!("{}control:{node_id}", config.prefix),
+        };
         let inner = Arc::new(Inner {
             client,
             prefix: config.prefix.clone(),
@@ -230,6 +243,7 @@ impl RedisEngine {
             member_left_script: Script::new(&webhooks::member_left_lua()),
             webhook_queue_script: Script::new(&webhooks::queue_lua()),
             webhook_apps: parking_lot::RwLock::new(webhooks::WebhookApps::default()),
+            own_topics,
         });
         tracing::info!(node = %inner.node_id, "cluster engine: Redis");
         actix_rt::spawn(bridge::run(inner.clone(), sub_rx));
