@@ -1030,3 +1030,20 @@ async fn node_started_before_redis_becomes_ready_when_it_comes() {
         assert_eq!(f["payload"], json!({"n": 1}), "{who}: {f}");
     }
 }
+
+/// The harness itself: a Redis whose port another test's Redis took first exits
+/// ("Address already in use") while the other answers PING. Taking that answer as
+/// its own pointed a test's nodes at a stranger's Redis, which its owner then
+/// killed (a fresh-clone CI run failed so). Starting must fail instead.
+#[tokio::test]
+async fn the_harness_never_takes_another_redis_for_its_own() {
+    let theirs = Redis::start().await;
+    let mut ours = Redis::unstarted();
+    ours.port = theirs.port;
+    let started = ours.try_restart().await;
+    assert!(
+        started.is_err(),
+        "started on a port that another redis-server holds"
+    );
+    assert!(ping(theirs.port).await, "the other Redis still answers");
+}

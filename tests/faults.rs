@@ -23,14 +23,14 @@
 mod cluster_support;
 mod common;
 
-use cluster_support::{Node, Opts};
+use cluster_support::{Node, Opts, Redis};
 use common::process::{http_status, print_tail, temp_path, wait_status};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -729,62 +729,21 @@ async fn sigterm_in_a_cluster_the_other_node_gets_every_accepted_message() {
 
 /// A redis-server that accepts `DEBUG` from local connections (Redis 7 refuses it by
 /// default, the setting cannot be changed at run time, and Redis 6 does not know it).
-struct DebugRedis {
-    port: u16,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl DebugRedis {
-    async fn start() -> DebugRedis {
-        let version = Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .expect("redis-server on PATH (apt-get install redis-server)");
-        let major: u32 = String::from_utf8_lossy(&version.stdout)
-            .split("v=")
-            .nth(1)
-            .and_then(|v| v.split('.').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(7);
-        for _ in 0..5 {
-            let port = cluster_support::free_port();
-            let log = temp_path("redis", "log");
-            let out = std::fs::File::create(&log).unwrap();
-            let mut cmd = Command::new("redis-server");
-            cmd.arg("--port")
-                .arg(port.to_string())
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", ""])
-                .args(["--appendonly", "no"]);
-            if major >= 7 {
-                cmd.args(["--enable-debug-command", "local"]);
-            }
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .expect("redis-server on PATH (apt-get install redis-server)");
-            let mut r = DebugRedis {
-                port,
-                child: Some(child),
-                log,
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if cluster_support::ping(port).await {
-                    return r;
-                }
-                if r.child.as_mut().unwrap().try_wait().unwrap().is_some()
-                    || Instant::now() > deadline
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        panic!("redis-server did not start");
+async fn debug_redis() -> Redis {
+    let version = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .expect("redis-server on PATH (apt-get install redis-server)");
+    let major: u32 = String::from_utf8_lossy(&version.stdout)
+        .split("v=")
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    if major >= 7 {
+        Redis::start_with(&["--enable-debug-command", "local"]).await
+    } else {
+        Redis::start().await
     }
 }
 
@@ -804,26 +763,6 @@ async fn debug_sleep(port: u16, secs: f64) {
         .query_async(&mut c)
         .await
         .expect("DEBUG SLEEP");
-}
-
-impl Drop for DebugRedis {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            print_tail("redis log", &self.log, 80);
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-/// Start a node on a Redis of our own (`Node::start` wants the harness's `Redis`).
-async fn node_on(name: &str, redis: &DebugRedis) -> Node {
-    let node = Node::spawn(name, redis.port, &Opts::default()).await;
-    node.wait_readyz(200, cluster_support::START_WITHIN).await;
-    node
 }
 
 /// The longest gap between consecutive arrivals that overlaps [from, to].
@@ -852,9 +791,9 @@ async fn slow_redis_loses_nothing_and_recovers() {
     let _serial = serial();
     const SLEEP: Duration = Duration::from_secs(1);
     const CHANNELS: usize = 4;
-    let redis = DebugRedis::start().await;
-    let a = node_on("A", &redis).await;
-    let b = node_on("B", &redis).await;
+    let redis = debug_redis().await;
+    let a = Node::start("A", &redis, &Opts::default()).await;
+    let b = Node::start("B", &redis, &Opts::default()).await;
     let single = Single::start(1).await;
     let ctl = Ctl::new();
     // Every publisher ends its channel's stream with the marker.

@@ -7,11 +7,9 @@
 mod cluster_support;
 mod common;
 
-use cluster_support::{free_port, Node, Opts, Redis};
+use cluster_support::{Node, Opts, Redis};
 use common::*;
 use serde_json::json;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 fn config(limits: &str) -> String {
     let rule = r#"
@@ -74,34 +72,19 @@ async fn one_node_keeps_history_under_its_byte_budget_oldest_channel_first() {
 
 /// A redis-server that may use `maxmemory` and evicts keys with a TTL first, as
 /// `k8s/redis.yaml` runs it.
-async fn small_redis(maxmemory: &str) -> (Redis, std::process::Child) {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .args([
-            "--maxmemory",
-            maxmemory,
-            "--maxmemory-policy",
-            "volatile-lru",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cluster_support::ping(port).await {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut handle = Redis::unstarted();
-    handle.port = port;
-    (handle, child)
+async fn small_redis(maxmemory: &str) -> Redis {
+    Redis::start_with(&[
+        "--maxmemory",
+        maxmemory,
+        "--maxmemory-policy",
+        "volatile-lru",
+    ])
+    .await
 }
 
 #[tokio::test]
 async fn a_full_redis_evicts_history_and_the_cluster_keeps_chatting() {
-    let (redis, mut child) = small_redis("3mb").await;
+    let redis = small_redis("3mb").await;
     let node = Node::start("a", &redis, &Opts::default()).await;
     let mut writer = node.client().await;
     // ~6 MB of history (hist/* keeps 25 a channel) into a Redis of 3 MB.
@@ -131,8 +114,6 @@ async fn a_full_redis_evicts_history_and_the_cluster_keeps_chatting() {
     b.message("chat/after-full", json!("still here")).await;
     assert_eq!(a.expect("message").await["payload"], "still here");
     assert_eq!(node.readyz().await, Some(200));
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Issue 12, item 6: the buffer of broadcasts Redis accepted but this node has not

@@ -45,17 +45,25 @@ pub struct Redis {
     pub port: u16,
     child: Option<Child>,
     log: PathBuf,
+    /// More `redis-server` arguments, kept for restarts.
+    extra_args: Vec<String>,
 }
 
 impl Redis {
     /// Start a fresh redis-server on a free port; fails the test if there is none on PATH.
     pub async fn start() -> Redis {
+        Redis::start_with(&[]).await
+    }
+
+    /// `start`, with more `redis-server` arguments (`--maxmemory 3mb`, …).
+    pub async fn start_with(extra_args: &[&str]) -> Redis {
         let mut last = String::new();
         for _ in 0..5 {
             let mut r = Redis {
                 port: free_port(),
                 child: None,
                 log: temp_path("redis", "log"),
+                extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             };
             match r.spawn().await {
                 Ok(()) => return r,
@@ -71,10 +79,13 @@ impl Redis {
             port: free_port(),
             child: None,
             log: temp_path("redis", "log"),
+            extra_args: Vec::new(),
         }
     }
 
-    /// Start (again) on `self.port`, waiting until it answers PING.
+    /// Start (again) on `self.port`, waiting until it answers PING. The answer must
+    /// come from this very process: when another test's Redis took the port first,
+    /// ours exits ("Address already in use") while theirs answers.
     async fn spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -89,6 +100,7 @@ impl Redis {
             .args(["--appendonly", "no"])
             .arg("--dir")
             .arg(std::env::temp_dir())
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -103,7 +115,7 @@ impl Redis {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if ping(self.port).await {
+            if ping(self.port).await && process_id(self.port).await == Some(child.id()) {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -125,10 +137,15 @@ impl Redis {
 
     /// Start again on the same port (after `kill`, or the first time after `unstarted`).
     pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "redis-server is still running");
-        if let Err(e) = self.spawn().await {
+        if let Err(e) = self.try_restart().await {
             panic!("redis-server did not restart on port {}: {e}", self.port);
         }
+    }
+
+    /// `restart`, answering why it failed instead of failing the test.
+    pub async fn try_restart(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "redis-server is still running");
+        self.spawn().await
     }
 
     /// SIGKILL, and wait for the process to be gone.
@@ -184,6 +201,29 @@ impl Drop for Redis {
         self.kill();
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// The `process_id` that the Redis on the port reports in `INFO server`.
+pub async fn process_id(port: u16) -> Option<u32> {
+    let attempt = async {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .ok()?
+            .get_multiplexed_async_connection()
+            .await
+            .ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+    };
+    tokio::time::timeout(Duration::from_secs(1), attempt)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Whether something on the port answers `PING` with `+PONG`.
