@@ -319,6 +319,9 @@ for f, hpa in by_kind("HorizontalPodAutoscaler"):
 
 # Environment: SWITCHBOARD__* overrides (dummy values for what comes from Secrets).
 DUMMY = "dummy-value-for-check-config-0123456789abcdef"
+def dummy(key):
+    """A stand-in of the right shape: the config checks that Redis URLs are URLs."""
+    return "redis://dummy-value-for-check-config:6379" if key.endswith("REDIS_URL") else DUMMY
 secrets = {name(o): set((o.get("data") or {}).keys()) | set((o.get("stringData") or {}).keys())
            for _, o in by_kind("Secret")}
 overrides = {}
@@ -329,7 +332,7 @@ for e in c.get("env") or []:
             and ref["key"] not in secrets[ref["name"]]:
         problems.append(f"{dfile}: env {n}: Secret {ref['name']} (example) has no key {ref['key']}")
     if n.startswith("SWITCHBOARD__"):
-        overrides[n] = e["value"] if "value" in e else DUMMY
+        overrides[n] = e["value"] if "value" in e else dummy(n)
 for src in c.get("envFrom") or []:
     ref = src.get("secretRef") or src.get("configMapRef") or {}
     keys = secrets.get(ref.get("name"), set())
@@ -338,7 +341,7 @@ for src in c.get("envFrom") or []:
                 for k in (o.get("data") or {})}
     for k in keys:
         if (src.get("prefix", "") + k).startswith("SWITCHBOARD__"):
-            overrides[src.get("prefix", "") + k] = DUMMY
+            overrides[src.get("prefix", "") + k] = dummy(k)
 print(f"  {len(overrides)} SWITCHBOARD__ overrides in the Deployment: {', '.join(sorted(overrides))}")
 
 if toml_text is not None:

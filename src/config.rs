@@ -101,6 +101,47 @@ impl Config {
         Ok(())
     }
 
+    /// Where Redis is: one URL or a list of shards, never both; a CA file only for TLS.
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        if !cluster.redis_url.is_empty() && !cluster.redis_shards.is_empty() {
+            return Err(invalid(
+                "cluster.redis_shards",
+                "set either cluster.redis_url or cluster.redis_shards, not both",
+            ));
+        }
+        let urls = cluster.redis_urls();
+        if let Some(bad) = urls.iter().find(|u| {
+            !["redis://", "rediss://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|scheme| u.starts_with(scheme))
+        }) {
+            let key = if cluster.redis_shards.is_empty() {
+                "cluster.redis_url"
+            } else {
+                "cluster.redis_shards"
+            };
+            return Err(invalid(
+                key,
+                format!("{bad:?} is not a redis://, rediss:// or unix:// URL"),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = urls.iter().find(|u| !seen.insert(*u)) {
+            return Err(invalid(
+                "cluster.redis_shards",
+                format!("{twice:?} is listed twice"),
+            ));
+        }
+        if cluster.redis_ca_file.is_some() && !urls.iter().all(|u| u.starts_with("rediss://")) {
+            return Err(invalid(
+                "cluster.redis_ca_file",
+                "only applies to rediss:// Redis URLs",
+            ));
+        }
+        Ok(())
+    }
+
     /// `server` and the CA files of `cluster`.
     fn validate_server(&self) -> Result<(), ConfigError> {
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -118,13 +159,7 @@ impl Config {
                     .map_err(|e| invalid(key, e.to_string()))?;
             }
         }
-        if self.cluster.redis_ca_file.is_some() && !self.cluster.redis_url.starts_with("rediss://")
-        {
-            return Err(invalid(
-                "cluster.redis_ca_file",
-                "only applies to a rediss:// cluster.redis_url",
-            ));
-        }
+        self.validate_redis()?;
         crate::http::client_addr::TrustedProxies::parse(&self.server.trusted_proxies)
             .map_err(|e| invalid("server.trusted_proxies", e))?;
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {

@@ -121,8 +121,11 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// Empty: one node, in memory.
+    /// One Redis for the whole cluster. Empty (and no `redis_shards`): one node, in memory.
     pub redis_url: String,
+    /// Independent Redis servers: each channel (and each user's connection count)
+    /// lives on one, chosen by a consistent hash (docs/protocol.md section 11).
+    pub redis_shards: Vec<String>,
     pub prefix: String,
     pub presence_ttl_s: u64,
     /// How long an idle channel's history is kept.
@@ -134,10 +137,22 @@ pub struct ClusterConfig {
     pub resend_buffer_bytes: usize,
 }
 
+impl ClusterConfig {
+    /// Every Redis the cluster uses, in shard order (empty: memory).
+    pub fn redis_urls(&self) -> Vec<&str> {
+        if self.redis_url.is_empty() {
+            self.redis_shards.iter().map(String::as_str).collect()
+        } else {
+            vec![self.redis_url.as_str()]
+        }
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             redis_url: String::new(),
+            redis_shards: Vec::new(),
             prefix: "switchboard:".into(),
             presence_ttl_s: 10,
             history_ttl_s: 86_400,

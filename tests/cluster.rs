@@ -1004,7 +1004,7 @@ async fn node_started_before_redis_becomes_ready_when_it_comes() {
     const CH: &str = "chat/late";
     let mut redis = Redis::unstarted();
     let opts = Opts::default();
-    let a = Node::spawn("A", redis.port, &opts).await;
+    let a = Node::spawn("A", &redis, &opts).await;
     a.wait_readyz(503, START_WITHIN).await;
     assert_eq!(
         common::http_get(a.addr, "/healthz").await.0,
@@ -1046,4 +1046,55 @@ async fn the_harness_never_takes_another_redis_for_its_own() {
         "started on a port that another redis-server holds"
     );
     assert!(ping(theirs.port).await, "the other Redis still answers");
+}
+
+/// The keys of the channels' members hashes on the Redis at `port`.
+async fn member_keys(port: u16) -> BTreeSet<String> {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a connection to the test redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{PREFIX}demo:m:chat/spread-*"))
+        .query_async(&mut c)
+        .await
+        .expect("KEYS");
+    keys.into_iter().collect()
+}
+
+/// docs/protocol.md section 11: with shards, each channel lives on exactly one of
+/// them and the channels spread over all of them, while members on two nodes still
+/// see each other and each other's messages (the suite's other tests prove the rest
+/// on whichever topology `SWITCHBOARD_TEST_REDIS` names).
+#[tokio::test]
+async fn each_channel_lives_on_one_shard_and_channels_spread() {
+    let redis = Redis::start().await;
+    let a = Node::start("A", &redis, &Opts::default()).await;
+    let b = Node::start("B", &redis, &Opts::default()).await;
+    const CHANNELS: usize = 16;
+    let mut on_a = a.client().await;
+    let mut on_b = b.client().await;
+    for i in 0..CHANNELS {
+        let ch = format!("chat/spread-{i}");
+        on_a.join(&ch, false, false).await;
+        on_b.join(&ch, false, false).await;
+        on_a.message(&ch, json!({ "i": i })).await;
+        assert_eq!(on_a.expect("message").await["payload"]["i"], i);
+        assert_eq!(on_b.expect("message").await["payload"]["i"], i);
+    }
+    let mut per_shard = Vec::new();
+    let mut seen = BTreeSet::new();
+    for port in redis.shard_ports() {
+        let keys = member_keys(port).await;
+        for k in &keys {
+            assert!(seen.insert(k.clone()), "{k} is on two shards");
+        }
+        per_shard.push(keys.len());
+    }
+    assert_eq!(seen.len(), CHANNELS, "every channel's members are stored");
+    assert!(
+        per_shard.iter().all(|&n| n > 0),
+        "a shard holds no channel: {per_shard:?}"
+    );
 }

@@ -82,26 +82,38 @@ async fn eventually(what: &str, mut check: impl FnMut() -> BoxFuture<'static, bo
 
 type Case = fn(Arc<dyn Engine>) -> BoxFuture<'static, ()>;
 
-/// Run a case against the in-memory engine, then against Redis.
+/// Run a case against the in-memory engine, then against one Redis, then against
+/// two Redis shards.
 fn conform(case: Case) {
     actix_rt::System::new().block_on(async move {
         let memory = cluster::start(&ClusterConfig::default(), usize::MAX).expect("memory engine");
         case(memory).await;
 
-        let redis = Redis::start().await;
+        let redis = Redis::start_with(&[]).await;
         let config = ClusterConfig {
-            redis_url: format!("redis://127.0.0.1:{}", redis.port),
+            redis_url: redis.url(),
             ..ClusterConfig::default()
         };
-        let engine = cluster::start(&config, usize::MAX).expect("redis engine");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !engine.ready() {
-            assert!(Instant::now() < deadline, "Redis engine ready within 10 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        case(engine).await;
-        drop(redis);
+        case(ready_engine(&config).await).await;
+
+        // Fresh servers: the first engine still runs on `redis`.
+        let shards = [Redis::start_with(&[]).await, Redis::start_with(&[]).await];
+        let config = ClusterConfig {
+            redis_shards: shards.iter().map(Redis::url).collect(),
+            ..ClusterConfig::default()
+        };
+        case(ready_engine(&config).await).await;
     });
+}
+
+async fn ready_engine(config: &ClusterConfig) -> Arc<dyn Engine> {
+    let engine = cluster::start(config, usize::MAX).expect("redis engine");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !engine.ready() {
+        assert!(Instant::now() < deadline, "Redis engine ready within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine
 }
 
 #[test]

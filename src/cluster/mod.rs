@@ -20,14 +20,14 @@ pub use memory::MemoryEngine;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Start the engine the configuration asks for: Redis when `cluster.redis_url` is
-/// set, else memory (with its history sweeper and `history_budget` bytes of history
+/// Start the engine the configuration asks for: Redis when `cluster.redis_url` or
+/// `cluster.redis_shards` is set, else memory (with its history sweeper and `history_budget` bytes of history
 /// in all). Call inside an actix system.
 pub fn start(
     config: &crate::config::ClusterConfig,
     history_budget: usize,
 ) -> Result<Arc<dyn Engine>, EngineError> {
-    if !config.redis_url.is_empty() {
+    if !config.redis_urls().is_empty() {
         return Ok(Arc::new(redis::RedisEngine::start(config)?));
     }
     let memory = Arc::new(MemoryEngine::new(

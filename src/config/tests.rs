@@ -110,3 +110,45 @@ jwt = {{ secret = "0123456789abcdef0123456789abcdef" }}
         );
     }
 }
+
+/// docs/protocol.md section 11: one Redis or a list of shards, each a Redis URL,
+/// none twice; refused with the key named.
+#[test]
+fn redis_topology_is_one_url_or_distinct_shards() {
+    let with = |cluster: &str| {
+        let text = EMBEDDED_DEFAULT.replace(
+            "redis_url = \"\"          # empty: one node, everything in memory",
+            cluster,
+        );
+        assert_ne!(text, EMBEDDED_DEFAULT, "config/default.toml changed");
+        Config::from_toml(&text)
+    };
+    let shards = with(r#"redis_shards = ["redis://a:6379", "rediss://u:p@b:6380"]"#).unwrap();
+    assert_eq!(
+        shards.cluster.redis_urls(),
+        ["redis://a:6379", "rediss://u:p@b:6380"]
+    );
+    for (cluster, names) in [
+        (
+            r#"redis_url = "redis://a"
+redis_shards = ["redis://b"]"#,
+            "not both",
+        ),
+        (
+            r#"redis_shards = ["redis://a", "redis://a"]"#,
+            "listed twice",
+        ),
+        (r#"redis_shards = ["http://a"]"#, "cluster.redis_shards"),
+        (r#"redis_url = "a:6379""#, "cluster.redis_url"),
+    ] {
+        let err = with(cluster).unwrap_err().to_string();
+        assert!(err.contains(names), "{cluster}: {err}");
+    }
+    // The environment sets the list as TOML.
+    let vars = vec![(
+        "SWITCHBOARD__CLUSTER__REDIS_SHARDS".to_string(),
+        r#"["redis://x:1", "redis://y:2"]"#.to_string(),
+    )];
+    let c = Config::from_toml_with_env(EMBEDDED_DEFAULT, vars).unwrap();
+    assert_eq!(c.cluster.redis_urls(), ["redis://x:1", "redis://y:2"]);
+}

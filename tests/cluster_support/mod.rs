@@ -41,18 +41,38 @@ fn print_log(what: &str, path: &std::path::Path) {
 // ---------------------------------------------------------------------------
 // Redis
 
+/// The cluster's Redis: one redis-server, or (with `SWITCHBOARD_TEST_REDIS=shards`)
+/// two independent ones that the nodes use as `cluster.redis_shards`. `port`, `url`
+/// and `conn` name the first; `kill` and `restart` act on all of them.
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
     log: PathBuf,
     /// More `redis-server` arguments, kept for restarts.
     extra_args: Vec<String>,
+    /// The other shards.
+    more: Vec<Redis>,
+}
+
+/// Which topology `Redis::start` builds: `SWITCHBOARD_TEST_REDIS` = `one` (the
+/// default) or `shards`.
+pub fn sharded() -> bool {
+    match std::env::var("SWITCHBOARD_TEST_REDIS").as_deref() {
+        Ok("shards") => true,
+        Ok("one") | Err(_) => false,
+        Ok(other) => panic!("SWITCHBOARD_TEST_REDIS={other}: expected one or shards"),
+    }
 }
 
 impl Redis {
-    /// Start a fresh redis-server on a free port; fails the test if there is none on PATH.
+    /// Start a fresh Redis (one server, or two shards, see `sharded`) on free ports;
+    /// fails the test if there is no redis-server on PATH.
     pub async fn start() -> Redis {
-        Redis::start_with(&[]).await
+        let mut redis = Redis::start_with(&[]).await;
+        if sharded() {
+            redis.more.push(Redis::start_with(&[]).await);
+        }
+        redis
     }
 
     /// `start`, with more `redis-server` arguments (`--maxmemory 3mb`, …).
@@ -64,6 +84,7 @@ impl Redis {
                 child: None,
                 log: temp_path("redis", "log"),
                 extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+                more: Vec::new(),
             };
             match r.spawn().await {
                 Ok(()) => return r,
@@ -80,6 +101,7 @@ impl Redis {
             child: None,
             log: temp_path("redis", "log"),
             extra_args: Vec::new(),
+            more: Vec::new(),
         }
     }
 
@@ -145,15 +167,41 @@ impl Redis {
     /// `restart`, answering why it failed instead of failing the test.
     pub async fn try_restart(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "redis-server is still running");
-        self.spawn().await
+        self.spawn().await?;
+        for shard in &mut self.more {
+            Box::pin(shard.try_restart()).await?;
+        }
+        Ok(())
     }
 
-    /// SIGKILL, and wait for the process to be gone.
+    /// SIGKILL (every shard), and wait for the processes to be gone.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        for shard in &mut self.more {
+            shard.kill();
+        }
+    }
+
+    /// The ports of every shard (one port with a single Redis), in shard order.
+    pub fn shard_ports(&self) -> Vec<u16> {
+        std::iter::once(self.port)
+            .chain(self.more.iter().map(|s| s.port))
+            .collect()
+    }
+
+    /// The `[cluster]` key that points a node at this Redis.
+    pub fn config_line(&self) -> String {
+        if self.more.is_empty() {
+            return format!("redis_url = \"{}\"", self.url());
+        }
+        let urls: Vec<String> = std::iter::once(self.url())
+            .chain(self.more.iter().map(|s| s.url()))
+            .map(|u| format!("\"{u}\""))
+            .collect();
+        format!("redis_shards = [{}]", urls.join(", "))
     }
 
     pub fn url(&self) -> String {
@@ -278,9 +326,9 @@ impl Default for Opts {
     }
 }
 
-/// `config/default.toml`'s demo app, clustered over `redis_port`, plus `hist/*`
-/// (history 25) for the history cap.
-pub fn config_toml(redis_port: u16, listen: SocketAddr, opts: &Opts) -> String {
+/// `config/default.toml`'s demo app, clustered over `redis` (a `config_line`),
+/// plus `hist/*` (history 25) for the history cap.
+pub fn config_toml(redis: &str, listen: SocketAddr, opts: &Opts) -> String {
     format!(
         r#"
 [server]
@@ -299,7 +347,7 @@ ping_interval_s = 25
 pong_timeout_s = 60
 
 [cluster]
-redis_url = "redis://127.0.0.1:{redis_port}"
+{redis}
 prefix = "{PREFIX}"
 presence_ttl_s = {ttl}
 {extra_cluster}
@@ -362,17 +410,17 @@ pub struct Node {
 impl Node {
     /// Spawn a node and wait (bounded) until its `/readyz` answers 200.
     pub async fn start(name: &str, redis: &Redis, opts: &Opts) -> Node {
-        let node = Node::spawn(name, redis.port, opts).await;
+        let node = Node::spawn(name, redis, opts).await;
         node.wait_readyz(200, START_WITHIN).await;
         node
     }
 
     /// Spawn without waiting for readiness (only until it listens: on a port of
     /// its own choosing, learnt from its log).
-    pub async fn spawn(name: &str, redis_port: u16, opts: &Opts) -> Node {
+    pub async fn spawn(name: &str, redis: &Redis, opts: &Opts) -> Node {
         let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let config = temp_path(&format!("node-{name}"), "toml");
-        std::fs::write(&config, config_toml(redis_port, any_port, opts)).unwrap();
+        std::fs::write(&config, config_toml(&redis.config_line(), any_port, opts)).unwrap();
         let log = temp_path(&format!("node-{name}"), "log");
         let (child, addr) =
             common::process::spawn_listening(broker_command(&config, &log), &log).await;

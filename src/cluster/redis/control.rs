@@ -62,7 +62,7 @@ impl Inner {
     }
 }
 
-impl Control for RedisEngine {
+impl Control for Shard {
     fn command(&self, command: SocketCommand) -> EngineResult<usize> {
         let inner = self.inner.clone();
         Box::pin(async move {

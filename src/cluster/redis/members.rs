@@ -42,7 +42,7 @@ impl Inner {
     }
 }
 
-impl Membership for RedisEngine {
+impl Membership for Shard {
     fn member_joined(&self, key: &ChannelKey, member: MemberRecord) -> EngineResult<()> {
         let inner = self.inner.clone();
         let hash = inner.members_key(key);
@@ -228,7 +228,7 @@ impl Membership for RedisEngine {
     }
 }
 
-impl UserSlots for RedisEngine {
+impl UserSlots for Shard {
     fn admit_user(&self, app: &str, user: &str, limit: usize) -> EngineResult<bool> {
         let inner = self.inner.clone();
         let key = inner.user_key(app, user);

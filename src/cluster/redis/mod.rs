@@ -28,7 +28,10 @@ mod events;
 mod members;
 mod presence;
 mod publish;
+mod shards;
 mod webhooks;
+
+pub use shards::RedisEngine;
 
 use bridge::{Route, SubCommand};
 use events::{collect_entries, durable_events};
@@ -119,8 +122,10 @@ struct OwnTopics {
     answers: String,
 }
 
+/// One Redis and the channels, users and webhook events that hash to it: a complete
+/// engine for its share of the keys. `RedisEngine` (in `shards`) routes to them.
 #[derive(Clone)]
-pub struct RedisEngine {
+struct Shard {
     inner: Arc<Inner>,
 }
 
@@ -185,10 +190,9 @@ impl Inner {
     }
 }
 
-/// A client for `cluster.redis_url`; `rediss://` trusts the system's roots, or only
-/// the CAs of `cluster.redis_ca_file` when it is set.
-fn client(config: &crate::config::ClusterConfig) -> Result<redis::Client, EngineError> {
-    let url = config.redis_url.as_str();
+/// A client for one Redis URL; `rediss://` trusts the system's roots, or only the
+/// CAs of `cluster.redis_ca_file` when it is set.
+fn client(url: &str, config: &crate::config::ClusterConfig) -> Result<redis::Client, EngineError> {
     let Some(ca_file) = &config.redis_ca_file else {
         return redis::Client::open(url).map_err(unavailable);
     };
@@ -201,11 +205,16 @@ fn client(config: &crate::config::ClusterConfig) -> Result<redis::Client, Engine
     redis::Client::build_with_tls(url, certs).map_err(unavailable)
 }
 
-impl RedisEngine {
-    /// Create the engine and start its background tasks (call inside an actix system).
-    /// Never fails on an unreachable Redis: the node starts and is not ready until it connects.
-    pub fn start(config: &crate::config::ClusterConfig) -> Result<RedisEngine, EngineError> {
-        let client = client(config)?;
+impl Shard {
+    /// Connect to the Redis at `url` as node `node_id` and start the shard's
+    /// background tasks (call inside an actix system). Never fails on an unreachable
+    /// Redis: the node starts and is not ready until it connects.
+    fn start(
+        config: &crate::config::ClusterConfig,
+        url: &str,
+        node_id: &str,
+    ) -> Result<Shard, EngineError> {
+        let client = client(url, config)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -214,7 +223,7 @@ impl RedisEngine {
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
             .map_err(unavailable)?;
         let (sub_tx, sub_rx) = mpsc::unbounded_channel();
-        let node_id = crate::auth::new_socket_id();
+        let node_id = node_id.to_string();
         let own_topics = OwnTopics {
             events: format!("{}publish", config.prefix),
             control: format!("{}control", config.prefix),
@@ -245,19 +254,25 @@ impl RedisEngine {
             webhook_apps: parking_lot::RwLock::new(webhooks::WebhookApps::default()),
             own_topics,
         });
-        tracing::info!(node = %inner.node_id, "cluster engine: Redis");
+        tracing::info!(node = %inner.node_id, redis = %redacted(url), "cluster engine: Redis");
         actix_rt::spawn(bridge::run(inner.clone(), sub_rx));
         actix_rt::spawn(heartbeats(inner.clone()));
         actix_rt::spawn(durable_events(inner.clone()));
-        Ok(RedisEngine { inner })
-    }
-
-    pub fn node_id(&self) -> &str {
-        &self.inner.node_id
+        Ok(Shard { inner })
     }
 }
 
-impl Engine for RedisEngine {
+/// A Redis URL fit for a log line: without its password.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Engine for Shard {
     fn ready(&self) -> bool {
         self.inner.connected.load(Ordering::Acquire)
     }
@@ -268,7 +283,7 @@ impl Engine for RedisEngine {
     }
 }
 
-impl Broker for RedisEngine {
+impl Broker for Shard {
     fn publish(&self, key: &ChannelKey, msg: Broadcast) -> EngineResult<()> {
         let inner = self.inner.clone();
         let topic = inner.topic(key);
@@ -394,6 +409,15 @@ impl Broker for RedisEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_urls_hide_the_password() {
+        assert_eq!(
+            redacted("rediss://u:secret@h:6380/0"),
+            "rediss://…@h:6380/0"
+        );
+        assert_eq!(redacted("redis://h:6379"), "redis://h:6379");
+    }
 
     #[test]
     fn globs_are_escaped() {

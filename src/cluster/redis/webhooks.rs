@@ -149,7 +149,7 @@ fn parse_stream_time(id: &str) -> u64 {
         .unwrap_or(0)
 }
 
-impl Webhooks for RedisEngine {
+impl Webhooks for Shard {
     fn set_webhook_apps(&self, apps: Vec<String>, queue_bytes: usize) {
         let mut w = self.inner.webhook_apps.write();
         w.on = apps.into_iter().collect();
