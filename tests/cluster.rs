@@ -1098,3 +1098,68 @@ async fn each_channel_lives_on_one_shard_and_channels_spread() {
         "a shard holds no channel: {per_shard:?}"
     );
 }
+
+/// docs/protocol.md section 9: a message is accepted once its sender has the echo,
+/// but Redis may still hold it unsent for a node that reads slower. Node B is
+/// frozen while A's burst is accepted (Redis keeps B's share in its output buffer),
+/// then Redis is killed and restarted empty: A publishes again what came back
+/// lately, and B delivers every message once, in order, to the member that was in
+/// the channel all along. A member that joins after the restart gets none of it.
+#[tokio::test]
+async fn accepted_messages_a_slow_node_had_not_read_survive_a_redis_restart() {
+    const CH: &str = "chat/slow-node";
+    const N: usize = 600;
+    let mut redis = Redis::start().await;
+    let opts = Opts {
+        send_queue_bytes: 16 << 20,
+        ..Opts::default()
+    };
+    let a = Node::start("A", &redis, &opts).await;
+    let b = Node::start("B", &redis, &opts).await;
+    let mut ma = a.client().await;
+    let mut mb = b.client().await;
+    ma.join(CH, false, false).await;
+    mb.join(CH, false, false).await;
+
+    // 600 × 8 KiB: more than the kernel buffers between Redis and a frozen node
+    // hold (and less than B may queue for its member here).
+    b.pause();
+    let filler = "x".repeat(8192);
+    // In steps of 100, reading the echoes: A's own queue to its member is bounded too.
+    for step in (0..N).step_by(100) {
+        for i in step..step + 100 {
+            ma.message(CH, json!({ "i": i, "fill": filler })).await;
+        }
+        let echoes = recv_messages(&mut ma, "A (sender)", 100).await;
+        assert!(echoes
+            .iter()
+            .zip(step..)
+            .all(|(f, i)| f["payload"]["i"] == i));
+    }
+    redis.kill();
+    redis.restart().await;
+    // B's member reads while B catches up (else its own queue at B overflows).
+    let reader = tokio::spawn(async move {
+        let got = recv_messages(&mut mb, "B (member all along)", N).await;
+        (mb, got)
+    });
+    b.resume();
+    a.wait_readyz(200, Duration::from_secs(10)).await;
+    b.wait_readyz(200, Duration::from_secs(10)).await;
+    let (mut mb, got) = reader.await.expect("B's reader");
+    let order: Vec<u64> = got
+        .iter()
+        .map(|f| f["payload"]["i"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        (0..N as u64).collect::<Vec<_>>(),
+        "B: each once, in order"
+    );
+    let mut late = b.client().await;
+    late.join(CH, false, false).await;
+    let seen = channel_barrier(&mut [&mut ma, &mut mb, &mut late], 0, CH).await;
+    for (who, frames) in ["A", "B", "late joiner"].iter().zip(&seen) {
+        assert!(frames.is_empty(), "{who} got more: {frames:?}");
+    }
+}

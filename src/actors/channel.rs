@@ -72,6 +72,9 @@ pub struct ChannelActor {
     /// This channel's previous actor on this node, still stopping: nothing here
     /// runs before it finished (see `RegistryActor::live`).
     predecessor: Option<Addr<ChannelActor>>,
+    /// Publishes the engine has not answered yet; the actor stops only after them.
+    publishing: usize,
+    stop_when_published: bool,
 }
 
 impl Actor for ChannelActor {
@@ -116,6 +119,8 @@ impl ChannelActor {
             subscribed: false,
             limits,
             predecessor: None,
+            publishing: 0,
+            stop_when_published: false,
         }
     }
 
@@ -157,16 +162,30 @@ impl ChannelActor {
         then: impl FnOnce(&mut Self, Result<(), EngineError>, &mut Context<Self>) + 'static,
     ) {
         let origin = msg.origin.clone();
-        let fut = self.engine.publish(&self.key, msg);
-        self.run(ctx, fut, move |act, result, ctx| {
-            if let Err(e) = &result {
-                tracing::warn!(channel = %act.key.channel, error = %e, "publish refused");
-                if let Some(m) = origin.and_then(|id| act.members.get(&id)) {
-                    act.send_error(m, Denied::Unavailable);
+        let mut fut = self.engine.publish(&self.key, msg);
+        let answered =
+            move |act: &mut Self, result: Result<(), EngineError>, ctx: &mut Context<Self>| {
+                if let Err(e) = &result {
+                    tracing::warn!(channel = %act.key.channel, error = %e, "publish refused");
+                    if let Some(m) = origin.and_then(|id| act.members.get(&id)) {
+                        act.send_error(m, Denied::Unavailable);
+                    }
                 }
+                then(act, result, ctx)
+            };
+        if let Some(result) = (&mut fut).now_or_never() {
+            return answered(self, result, ctx);
+        }
+        // The engine fixed the broadcast's place in the channel's order when it was
+        // called: the mailbox need not wait for the answer (a busy channel pipelines).
+        self.publishing += 1;
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            act.publishing -= 1;
+            answered(act, result, ctx);
+            if act.stop_when_published && act.publishing == 0 {
+                ctx.stop();
             }
-            then(act, result, ctx)
-        });
+        }));
     }
 
     /// Push one encoded frame to every local member in the audience.
@@ -417,7 +436,11 @@ impl Handler<Shutdown> for ChannelActor {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         if self.members.is_empty() {
-            ctx.stop();
+            if self.publishing == 0 {
+                ctx.stop();
+            } else {
+                self.stop_when_published = true;
+            }
         }
     }
 }

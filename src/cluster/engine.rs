@@ -97,7 +97,9 @@ pub struct MemberRecord {
 /// Broadcasts and history of a channel.
 pub trait Broker {
     /// Hand a broadcast to every subscriber of the channel, on every node; history
-    /// is appended in the same step, so history order is delivery order.
+    /// is appended in the same step, so history order is delivery order. The
+    /// broadcast's place in the channel's order is fixed by this call, not when the
+    /// future is polled: a channel may publish again before the answer comes.
     fn publish(&self, key: &ChannelKey, msg: Broadcast) -> EngineResult<()>;
 
     /// The channel's stored messages, oldest first.

@@ -312,6 +312,8 @@ pub struct Opts {
     pub extra_cluster: String,
     /// More keys of the demo app (before its tables: `webhook_url = "…"`).
     pub extra_app: String,
+    /// `limits.send_queue_bytes`: what a node may queue for one socket.
+    pub send_queue_bytes: usize,
 }
 
 impl Default for Opts {
@@ -322,6 +324,7 @@ impl Default for Opts {
             extra_rules: String::new(),
             extra_cluster: String::new(),
             extra_app: String::new(),
+            send_queue_bytes: 1048576,
         }
     }
 }
@@ -342,7 +345,7 @@ max_channels_per_socket = 100
 max_frame_bytes = 65536
 messages_per_minute = 0
 frames_per_minute = 0
-send_queue_bytes = 1048576
+send_queue_bytes = {send_queue_bytes}
 ping_interval_s = 25
 pong_timeout_s = 60
 
@@ -395,6 +398,7 @@ settings = {{ anonymous_clients = true, presence = true, message_history = 25 }}
         extra = opts.extra_rules,
         extra_cluster = opts.extra_cluster,
         extra_app = opts.extra_app,
+        send_queue_bytes = opts.send_queue_bytes,
     )
 }
 
@@ -449,6 +453,18 @@ impl Node {
             let rc = unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
             assert_eq!(rc, 0, "kill -TERM {}", self.pid);
         }
+    }
+
+    /// SIGSTOP: the process freezes (reads nothing, answers nothing) until `resume`.
+    pub fn pause(&self) {
+        let rc = unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGSTOP) };
+        assert_eq!(rc, 0, "kill -STOP {}", self.pid);
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        let rc = unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGCONT) };
+        assert_eq!(rc, 0, "kill -CONT {}", self.pid);
     }
 
     /// Ask the node to reload its configuration (as an operator would).

@@ -22,22 +22,28 @@ pub(super) struct Route {
     pub(super) since_ms: u64,
     /// While catching up after a reconnect, live broadcasts wait here.
     pub(super) recovering: Option<Vec<(StreamId, Vec<u8>)>>,
-    /// Ids of recent broadcasts: a broadcast republished after Redis was lost, or
-    /// read again by recovery, may reach a node that had already delivered it.
-    pub(super) recent: std::collections::VecDeque<String>,
+    /// Per origin node, the sequence of the last of its broadcasts delivered here.
+    /// A node publishes a channel's broadcasts with growing sequences and Redis
+    /// passes them on in that order, so anything at or below it is a repeat: a
+    /// broadcast republished after Redis was lost, or read again by recovery.
+    pub(super) delivered: HashMap<String, u64>,
 }
 
-const RECENT_IDS: usize = 2048;
-
 impl Route {
-    /// Deliver unless already delivered.
-    fn deliver(&mut self, id: StreamId, envelope: &[u8]) {
-        let Some((mid, broadcast)) = decode_envelope(envelope) else {
+    /// Deliver unless already delivered. A republished broadcast carries `epoch`
+    /// (this shard's last reconnect) as its number, so members that joined since
+    /// do not get it (see `Broker::watermark`).
+    fn deliver(&mut self, id: StreamId, envelope: &[u8], epoch: u64) {
+        let Some(arrived) = decode_envelope(envelope) else {
             tracing::warn!("undecodable broadcast dropped");
             return;
         };
-        if !self.first_time(id, mid) {
+        if !self.first_time(id, &arrived.mid) {
             return;
+        }
+        let mut broadcast = arrived.broadcast;
+        if arrived.republished {
+            broadcast.seq = Some(epoch);
         }
         for r in &self.recipients {
             r.do_send(Deliver(broadcast.clone()));
@@ -45,18 +51,25 @@ impl Route {
     }
 
     /// Whether the broadcast `mid` (at stream id `id`) is new here. Repeats are
-    /// told by their broadcast id, not by stream ids going backwards: a recovery
-    /// stream that Redis evicted (it has a TTL, and a full Redis drops it first)
-    /// starts again with ids that may be smaller within the same millisecond.
-    fn first_time(&mut self, id: StreamId, mid: String) -> bool {
-        if self.recent.iter().any(|m| *m == mid) {
+    /// told by their origin's sequence, not by stream ids going backwards: a
+    /// recovery stream that Redis evicted (it has a TTL, and a full Redis drops it
+    /// first) starts again with ids that may be smaller within the same millisecond.
+    fn first_time(&mut self, id: StreamId, mid: &str) -> bool {
+        let Some((origin, seq)) = mid
+            .rsplit_once(':')
+            .and_then(|(origin, seq)| Some((origin, seq.parse::<u64>().ok()?)))
+        else {
+            tracing::warn!(mid, "broadcast with a malformed id dropped");
             return false;
+        };
+        match self.delivered.get_mut(origin) {
+            Some(last) if *last >= seq => return false,
+            Some(last) => *last = seq,
+            None => {
+                self.delivered.insert(origin.to_string(), seq);
+            }
         }
         self.last_id = Some(id);
-        if self.recent.len() == RECENT_IDS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(mid);
         true
     }
 }
@@ -103,7 +116,7 @@ impl Inner {
         };
         match &mut route.recovering {
             Some(waiting) => waiting.push((id, envelope.to_vec())),
-            None => route.deliver(id, envelope),
+            None => route.deliver(id, envelope, self.reconnected_at.load(Ordering::Acquire)),
         }
     }
 
@@ -150,15 +163,34 @@ impl Inner {
                     "recovered missed broadcasts"
                 );
             }
+            let epoch = self.reconnected_at.load(Ordering::Acquire);
             for (id, envelope) in found {
                 if let Some(id) = parse_stream_id(&id) {
-                    route.deliver(id, &envelope);
+                    route.deliver(id, &envelope, epoch);
                 }
             }
             for (id, envelope) in waiting {
-                route.deliver(id, &envelope);
+                route.deliver(id, &envelope, epoch);
             }
         }
+    }
+
+    /// Whether the Redis server is another than at the last connect (a restart or
+    /// a failover: what it had not sent yet may be lost). Remembers the new one.
+    async fn redis_restarted(&self) -> redis::RedisResult<bool> {
+        let mut conn = self.conn();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
+        let run_id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_string());
+        let mut known = self.run_id.lock();
+        let restarted = known.is_some() && *known != run_id;
+        *known = run_id;
+        Ok(restarted)
     }
 
     fn stream_of_topic(&self, topic: &str) -> Option<String> {
@@ -186,6 +218,16 @@ pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
             }
         };
         let (mut sink, mut stream) = pubsub.split();
+        let restarted = match inner.redis_restarted().await {
+            Ok(restarted) => restarted,
+            Err(e) => {
+                tracing::warn!(error = %e, "INFO server failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let epoch = inner.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        inner.reconnected_at.store(epoch, Ordering::Release);
         let mut topics: Vec<String> = {
             let mut routes = inner.routes.lock();
             for route in routes.values_mut() {
@@ -205,7 +247,7 @@ pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        if let Err(e) = inner.republish_pending().await {
+        if let Err(e) = inner.republish_pending(restarted).await {
             tracing::warn!(error = %e, "republishing failed");
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -260,7 +302,7 @@ mod tests {
             last_id: None,
             since_ms: 0,
             recovering: None,
-            recent: std::collections::VecDeque::new(),
+            delivered: HashMap::new(),
         }
     }
 
@@ -270,12 +312,24 @@ mod tests {
     #[test]
     fn a_smaller_stream_id_of_a_new_broadcast_is_not_a_repeat() {
         let mut r = route();
-        assert!(r.first_time((1000, 5), "n:1".into()));
-        assert!(r.first_time((1000, 0), "n:2".into()), "stream recreated");
+        assert!(r.first_time((1000, 5), "n:1"));
+        assert!(r.first_time((1000, 0), "n:2"), "stream recreated");
         assert_eq!(r.last_id, Some((1000, 0)));
-        assert!(
-            !r.first_time((1000, 7), "n:1".into()),
-            "republished: a repeat"
-        );
+        assert!(!r.first_time((1000, 7), "n:1"), "republished: a repeat");
+    }
+
+    /// Repeats are told per origin, however many broadcasts came in between; a
+    /// node's id may contain no colon but the sequence's.
+    #[test]
+    fn repeats_are_told_per_origin_by_sequence() {
+        let mut r = route();
+        for seq in 1..=5000 {
+            assert!(r.first_time((1, seq), &format!("a:{seq}")));
+        }
+        assert!(r.first_time((2, 0), "b:3"), "another origin's");
+        assert!(!r.first_time((3, 0), "a:17"), "long ago, still a repeat");
+        assert!(!r.first_time((3, 1), "a:5000"));
+        assert!(r.first_time((3, 2), "a:5001"));
+        assert!(!r.first_time((3, 3), "malformed"));
     }
 }

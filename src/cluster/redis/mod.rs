@@ -30,6 +30,7 @@ mod presence;
 mod publish;
 mod shards;
 mod webhooks;
+mod writer;
 
 pub use shards::RedisEngine;
 
@@ -56,22 +57,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
-/// KEYS: topic, history list, recovery stream. ARGV: envelope, history cap,
-/// history TTL (ms), history entry. Every broadcast is also kept briefly in the
-/// channel's recovery stream, and published with its stream id, so a node that
-/// re-subscribes after losing Redis can fetch what it missed.
-const PUBLISH_LUA: &str = r#"
-local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'e', ARGV[1])
-redis.call('PEXPIRE', KEYS[3], 120000)
-local cap = tonumber(ARGV[2])
-if cap > 0 then
-  redis.call('RPUSH', KEYS[2], ARGV[4])
-  redis.call('LTRIM', KEYS[2], -cap, -1)
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-end
-return redis.call('PUBLISH', KEYS[1], id .. '\n' .. ARGV[1])
-"#;
-
 const ADMIT_USER_LUA: &str = r#"
 local sum = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do sum = sum + tonumber(v) end
@@ -92,11 +77,22 @@ struct Inner {
     /// another starts) and what was delivered.
     routes: Mutex<HashMap<String, Route>>,
     sub_tx: mpsc::UnboundedSender<SubCommand>,
+    /// Each channel's publishes and history reads waiting to go (`writer`).
+    writes: Mutex<HashMap<String, writer::Queue>>,
     /// This node's own records, written again after Redis comes back.
     own_members: Mutex<HashMap<(String, String), (String, String)>>,
     own_users: Mutex<HashMap<(String, String), usize>>,
     connected: AtomicBool,
     pending: Mutex<PendingQueue>,
+    /// The node's count of Redis reconnects (shared by its shards): members remember
+    /// it at their join (`Broker::watermark`), and a republished broadcast is not
+    /// delivered to members that joined after its shard's last reconnect.
+    epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// `epoch` as this shard's last reconnect left it.
+    reconnected_at: std::sync::atomic::AtomicU64,
+    /// The Redis server's `run_id` when last connected: a new one means Redis
+    /// restarted (or failed over) and may have lost what it had not sent yet.
+    run_id: Mutex<Option<String>>,
     sequence: std::sync::atomic::AtomicU64,
     events: Mutex<Option<EventSink>>,
     /// Where this node runs the server API's socket commands.
@@ -127,6 +123,12 @@ struct OwnTopics {
 #[derive(Clone)]
 struct Shard {
     inner: Arc<Inner>,
+}
+
+fn refused<T: Send + 'static>(why: &str) -> EngineResult<T> {
+    Box::pin(futures_util::future::ready(Err(EngineError::Unavailable(
+        why.into(),
+    ))))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> EngineError {
@@ -213,6 +215,7 @@ impl Shard {
         config: &crate::config::ClusterConfig,
         url: &str,
         node_id: &str,
+        epoch: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<Shard, EngineError> {
         let client = client(url, config)?;
         let manager_config = ConnectionManagerConfig::new()
@@ -238,15 +241,19 @@ impl Shard {
             commands,
             routes: Mutex::new(HashMap::new()),
             sub_tx,
+            writes: Mutex::new(HashMap::new()),
             own_members: Mutex::new(HashMap::new()),
             own_users: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
             pending: Mutex::new(PendingQueue::new(config.resend_buffer_bytes)),
+            epoch,
+            reconnected_at: std::sync::atomic::AtomicU64::new(0),
+            run_id: Mutex::new(None),
             sequence: std::sync::atomic::AtomicU64::new(0),
             events: Mutex::new(None),
             command_sink: Mutex::new(None),
             awaiting_answers: Mutex::new(HashMap::new()),
-            publish_script: Script::new(PUBLISH_LUA),
+            publish_script: Script::new(writer::PUBLISH_LUA),
             admit_script: Script::new(ADMIT_USER_LUA),
             member_joined_script: Script::new(&webhooks::member_joined_lua()),
             member_left_script: Script::new(&webhooks::member_left_lua()),
@@ -284,66 +291,57 @@ impl Engine for Shard {
 }
 
 impl Broker for Shard {
+    /// Queued for the channel's writer at once, so the broadcast's place in the
+    /// channel's order is fixed by this call, and a busy channel's broadcasts go in
+    /// batches without waiting for each other's answers (`writer`).
     fn publish(&self, key: &ChannelKey, msg: Broadcast) -> EngineResult<()> {
-        let inner = self.inner.clone();
-        let topic = inner.topic(key);
-        let history = inner.history_key(key);
-        let stream = inner.recovery_stream(key);
-        let key = key.clone();
+        let inner = &self.inner;
+        if !inner.connected.load(Ordering::Acquire) {
+            return refused("Redis unreachable");
+        }
+        let entry = publish::encode_history_entry(&msg);
+        let mid = inner.next_mid();
+        let envelope = encode_envelope(&mid, &msg);
+        // Tracked only where this node will see it come back (a local subscription).
+        let tracked = inner.routes.lock().contains_key(&inner.topic(key));
+        if tracked {
+            let taken = inner.pending.lock().push(Pending {
+                mid: mid.clone(),
+                key: key.clone(),
+                envelope: envelope.clone(),
+                history_cap: msg.history_cap,
+                entry: entry.clone(),
+                at: std::time::Instant::now(),
+                confirmed_at: None,
+            });
+            if !taken {
+                crate::metrics::dropped("resend_buffer_full");
+                return refused("resend buffer full");
+            }
+        }
+        let (done, answer) = oneshot::channel();
+        let prepared = writer::Prepared {
+            envelope,
+            history_cap: msg.history_cap,
+            entry,
+            tracked: tracked.then_some(mid),
+        };
+        inner.queue_write(key, writer::Write::Publish(prepared, done));
         Box::pin(async move {
-            if !inner.connected.load(Ordering::Acquire) {
-                return Err(EngineError::Unavailable("Redis unreachable".into()));
-            }
-            let entry = publish::encode_history_entry(&msg);
-            let mid = inner.next_mid();
-            let envelope = encode_envelope(&mid, &msg);
-            // Tracked only where this node will see it come back (a local subscription).
-            let tracked = inner.routes.lock().contains_key(&topic);
-            if tracked {
-                let taken = inner.pending.lock().push(Pending {
-                    mid: mid.clone(),
-                    key: key.clone(),
-                    envelope: envelope.clone(),
-                    history_cap: msg.history_cap,
-                    entry: entry.clone(),
-                    at: std::time::Instant::now(),
-                });
-                if !taken {
-                    crate::metrics::dropped("resend_buffer_full");
-                    return Err(EngineError::Unavailable("resend buffer full".into()));
-                }
-            }
-            let mut conn = inner.conn();
-            let started = std::time::Instant::now();
-            let sent: Result<i64, _> = inner
-                .publish_script
-                .key(topic)
-                .key(history)
-                .key(stream)
-                .arg(&envelope)
-                .arg(msg.history_cap)
-                .arg(inner.history_ttl_ms)
-                .arg(entry)
-                .invoke_async(&mut conn)
-                .await;
-            if let Err(e) = sent {
-                // Refused (the sender is told): it must not be republished later.
-                if tracked {
-                    inner.pending.lock().remove(&mid);
-                }
-                return Err(unavailable(e));
-            }
-            crate::metrics::redis_roundtrip(started.elapsed());
-            Ok(())
+            answer
+                .await
+                .unwrap_or_else(|_| Err(EngineError::Unavailable("writer stopped".into())))
         })
     }
 
+    /// Behind the channel's publishes queued before it (`writer`).
     fn history(&self, key: &ChannelKey) -> EngineResult<Vec<HistoryEntry>> {
-        let inner = self.inner.clone();
-        let list = inner.history_key(key);
+        let (done, answer) = oneshot::channel();
+        self.inner.queue_write(key, writer::Write::History(done));
         Box::pin(async move {
-            let mut conn = inner.conn();
-            let raw: Vec<Vec<u8>> = conn.lrange(list, 0, -1).await.map_err(unavailable)?;
+            let raw = answer
+                .await
+                .unwrap_or_else(|_| Err(EngineError::Unavailable("writer stopped".into())))?;
             Ok(raw
                 .iter()
                 .filter_map(|e| publish::decode_history_entry(e))
@@ -360,7 +358,7 @@ impl Broker for Shard {
                 last_id: None,
                 since_ms: now_ms(),
                 recovering: None,
-                recent: std::collections::VecDeque::new(),
+                delivered: HashMap::new(),
             });
             route.recipients.push(sink);
             route.recipients.len() == 1
@@ -388,9 +386,10 @@ impl Broker for Shard {
         })
     }
 
-    /// Broadcasts are not numbered here: the bridge skips repeats by stream id.
+    /// The reconnect count (see `Inner::epoch`): broadcasts are not numbered here
+    /// (the bridge skips repeats by origin and sequence).
     fn watermark(&self) -> u64 {
-        0
+        self.inner.epoch.load(Ordering::Acquire)
     }
 
     fn unsubscribe(&self, key: &ChannelKey, sink: Recipient<Deliver>) {

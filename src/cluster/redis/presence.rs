@@ -38,7 +38,7 @@ impl Inner {
 
     /// Heartbeat; remove the records of nodes whose heartbeat stopped, sending the
     /// `leave`s. Claiming a dead node is one ZREM, so only one node sweeps it.
-    async fn heartbeat_and_sweep(&self) -> redis::RedisResult<()> {
+    async fn heartbeat_and_sweep(self: &Arc<Self>) -> redis::RedisResult<()> {
         let mut conn = self.conn();
         let added: i64 = conn.zadd(self.nodes_key(), &self.node_id, now_ms()).await?;
         if added == 1 && self.connected.load(Ordering::Acquire) {
@@ -93,17 +93,12 @@ impl Inner {
                         origin: None,
                         seq: None,
                     };
-                    let _: i64 = self
-                        .publish_script
-                        .key(self.topic(&key))
-                        .key(self.history_key(&key))
-                        .key(self.recovery_stream(&key))
-                        .arg(encode_envelope(&self.next_mid(), &leave))
-                        .arg(0)
-                        .arg(self.history_ttl_ms)
-                        .arg("")
-                        .invoke_async(&mut conn)
-                        .await?;
+                    // Through the channel's queue: this node's broadcasts of a channel
+                    // must leave in the order of their sequence numbers.
+                    let envelope = encode_envelope(&self.next_mid(), &leave);
+                    if let Err(e) = self.publish_queued(&key, envelope).await {
+                        tracing::warn!(channel, error = %e, "a swept member's leave not announced");
+                    }
                     leaves += 1;
                 }
             }

@@ -5,7 +5,9 @@
 use super::*;
 
 impl Inner {
-    /// Our own broadcast came back: it is no longer at risk.
+    /// Our own broadcast came back: it reached Redis's output buffers. It is kept a
+    /// little longer (`KEEP_CONFIRMED`): a Redis that dies now may still hold it
+    /// unsent for a slower node.
     pub(super) fn confirmed(&self, envelope: &[u8]) {
         let Some(split) = envelope.iter().position(|&c| c == b'\n') else {
             return;
@@ -13,71 +15,92 @@ impl Inner {
         let Ok(header) = serde_json::from_slice::<Header>(&envelope[..split]) else {
             return;
         };
-        if !header.m.starts_with(self.node_id.as_str()) {
+        if header.m.split_once(':').map(|(node, _)| node) != Some(self.node_id.as_str()) {
             return;
         }
-        self.pending.lock().remove(&header.m);
+        self.pending.lock().confirm(&header.m);
     }
 
-    /// After a reconnect: publish again what Redis accepted but never sent back.
-    pub(super) async fn republish_pending(&self) -> redis::RedisResult<usize> {
-        let mut conn = self.conn();
+    /// After a reconnect: publish again what Redis accepted but never sent back,
+    /// and, when Redis lost its data (`restarted`), also what came back lately, for
+    /// the nodes that had not read it yet. Each is marked republished: receivers
+    /// skip what they delivered (by origin and sequence) and deliver the rest only to
+    /// members that joined before their own reconnect.
+    pub(super) async fn republish_pending(&self, restarted: bool) -> redis::RedisResult<usize> {
         let waiting: Vec<_> = {
             let pending = self.pending.lock();
             pending
                 .items
                 .iter()
+                .filter(|p| restarted || p.confirmed_at.is_none())
                 .map(|p| {
+                    // Stored once already unless it never came back.
+                    let cap = if p.confirmed_at.is_some() {
+                        0
+                    } else {
+                        p.history_cap
+                    };
                     (
                         p.key.clone(),
-                        p.envelope.clone(),
-                        p.history_cap,
+                        mark_republished(&p.envelope),
+                        cap,
                         p.entry.clone(),
                     )
                 })
                 .collect()
         };
         for (key, envelope, cap, entry) in &waiting {
-            let _: i64 = self
-                .publish_script
-                .key(self.topic(key))
-                .key(self.history_key(key))
-                .key(self.recovery_stream(key))
-                .arg(envelope)
-                .arg(*cap)
-                .arg(self.history_ttl_ms)
-                .arg(entry)
-                .invoke_async(&mut conn)
+            self.publish_batch(key, std::iter::once((&envelope[..], *cap, &entry[..])))
                 .await?;
         }
         if !waiting.is_empty() {
             tracing::info!(
                 republished = waiting.len(),
-                "republished broadcasts Redis lost"
+                restarted,
+                "republished broadcasts Redis may have lost"
             );
         }
         Ok(waiting.len())
     }
 
-    /// Broadcasts pending for long while connected were lost for good; forget them.
+    /// Forget what came back more than `KEEP_CONFIRMED` ago, and what is pending for
+    /// long while connected (lost for good).
     pub(super) fn prune_pending(&self) {
-        let mut pending = self.pending.lock();
-        let before = pending.items.len();
-        pending.retain(|p| p.at.elapsed() < Duration::from_secs(60));
-        if pending.items.len() < before {
-            tracing::warn!(
-                lost = before - pending.items.len(),
-                "broadcasts never came back from Redis"
-            );
+        let lost = self.pending.lock().prune();
+        if lost > 0 {
+            tracing::warn!(lost, "broadcasts never came back from Redis");
         }
     }
 }
 
+/// How long a broadcast that came back is kept for a republish after Redis lost
+/// its data: longer than a healthy node takes to read what Redis sent it.
+const KEEP_CONFIRMED: Duration = Duration::from_secs(5);
+
+/// The envelope with `r` set in its header (republished).
+fn mark_republished(envelope: &[u8]) -> Vec<u8> {
+    let split = envelope
+        .iter()
+        .position(|&c| c == b'\n')
+        .unwrap_or(envelope.len());
+    let Ok(mut header) = serde_json::from_slice::<Header>(&envelope[..split]) else {
+        return envelope.to_vec();
+    };
+    header.r = true;
+    let mut out = serde_json::to_vec(&header).expect("headers serialise");
+    out.extend_from_slice(&envelope[split..]);
+    out
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Header {
-    /// The broadcast's id: `<node>:<sequence>`, unique in the cluster.
+    /// The broadcast's id: `<node>:<sequence>`, unique in the cluster; the
+    /// sequence grows with every broadcast a node publishes, in each channel's order.
     m: String,
     a: Audience,
+    /// Published again after Redis was lost (see `republish_pending`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    r: bool,
 }
 
 /// Header (one JSON line: id and audience) + frame JSON; frames never contain a raw newline.
@@ -85,6 +108,7 @@ pub(super) fn encode_envelope(mid: &str, b: &Broadcast) -> Vec<u8> {
     let header = Header {
         m: mid.to_string(),
         a: b.audience.clone(),
+        r: false,
     };
     let mut out = serde_json::to_vec(&header).expect("headers serialise");
     out.push(b'\n');
@@ -134,24 +158,33 @@ pub(super) fn decode_history_entry(e: &[u8]) -> Option<HistoryEntry> {
     })
 }
 
-pub(super) fn decode_envelope(payload: &[u8]) -> Option<(String, Broadcast)> {
+/// A broadcast as it arrived: its id, whether it was republished, and itself.
+pub(super) struct Arrived {
+    pub(super) mid: String,
+    pub(super) republished: bool,
+    pub(super) broadcast: Broadcast,
+}
+
+pub(super) fn decode_envelope(payload: &[u8]) -> Option<Arrived> {
     let split = payload.iter().position(|&c| c == b'\n')?;
     let header: Header = serde_json::from_slice(&payload[..split]).ok()?;
-    Some((
-        header.m,
-        Broadcast {
+    Some(Arrived {
+        mid: header.m,
+        republished: header.r,
+        broadcast: Broadcast {
             json: Bytes::copy_from_slice(&payload[split + 1..]),
             audience: header.a,
             history_cap: 0,
             origin: None,
             seq: None,
         },
-    ))
+    })
 }
 
-/// A broadcast Redis accepted but this node has not yet seen come back: if Redis
-/// dies in between, it is published again after the reconnect (receivers skip
-/// repeats by id), so nothing accepted is lost.
+/// A broadcast Redis accepted but this node has not yet seen come back (or saw
+/// come back less than `KEEP_CONFIRMED` ago): if Redis dies in between, it is
+/// published again after the reconnect (receivers skip repeats by id), so nothing
+/// accepted is lost.
 pub(super) struct Pending {
     pub(super) mid: String,
     pub(super) key: ChannelKey,
@@ -159,6 +192,8 @@ pub(super) struct Pending {
     pub(super) history_cap: usize,
     pub(super) entry: Vec<u8>,
     pub(super) at: std::time::Instant,
+    /// When it came back.
+    pub(super) confirmed_at: Option<std::time::Instant>,
 }
 
 impl Pending {
@@ -185,11 +220,17 @@ impl PendingQueue {
         }
     }
 
-    /// Keep `p` until it comes back; false when there is no room for it.
+    /// Keep `p` until it comes back; false when there is no room for it, even
+    /// after forgetting what came back already (oldest first).
     pub(super) fn push(&mut self, p: Pending) -> bool {
         let size = p.bytes();
-        if self.bytes + size > self.limit {
-            return false;
+        while self.bytes + size > self.limit {
+            let Some(i) = self.items.iter().position(|q| q.confirmed_at.is_some()) else {
+                return false;
+            };
+            if let Some(q) = self.items.remove(i) {
+                self.bytes -= q.bytes();
+            }
         }
         self.bytes += size;
         self.items.push_back(p);
@@ -204,16 +245,30 @@ impl PendingQueue {
         }
     }
 
-    pub(super) fn retain(&mut self, keep: impl Fn(&Pending) -> bool) {
-        let mut freed = 0;
+    /// It came back. Searched from the newest: what comes back is mostly recent.
+    pub(super) fn confirm(&mut self, mid: &str) {
+        if let Some(p) = self.items.iter_mut().rev().find(|p| p.mid == mid) {
+            p.confirmed_at.get_or_insert_with(std::time::Instant::now);
+        }
+    }
+
+    /// Drop what came back more than `KEEP_CONFIRMED` ago and what never came back
+    /// within a minute; answers how many of the latter.
+    pub(super) fn prune(&mut self) -> usize {
+        let (mut freed, mut lost) = (0, 0);
         self.items.retain(|p| {
-            let kept = keep(p);
-            if !kept {
+            let keep = match p.confirmed_at {
+                Some(at) => at.elapsed() < KEEP_CONFIRMED,
+                None => p.at.elapsed() < Duration::from_secs(60),
+            };
+            if !keep {
                 freed += p.bytes();
+                lost += usize::from(p.confirmed_at.is_none());
             }
-            kept
+            keep
         });
         self.bytes -= freed;
+        lost
     }
 }
 
@@ -246,10 +301,14 @@ mod tests {
                 origin: None,
                 seq: None,
             };
-            let (mid, back) = decode_envelope(&encode_envelope("n:1", &b)).unwrap();
-            assert_eq!(mid, "n:1");
-            assert_eq!(back.audience, audience);
-            assert_eq!(back.json, b.json);
+            let back = decode_envelope(&encode_envelope("n:1", &b)).unwrap();
+            assert_eq!(back.mid, "n:1");
+            assert!(!back.republished);
+            assert_eq!(back.broadcast.audience, audience);
+            assert_eq!(back.broadcast.json, b.json);
+            let again = decode_envelope(&mark_republished(&encode_envelope("n:1", &b))).unwrap();
+            assert!(again.republished);
+            assert_eq!(again.broadcast.json, b.json);
             let stored = decode_history_entry(&encode_history_entry(&b)).unwrap();
             assert_eq!(stored.audience, audience);
             assert_eq!(stored.json, b.json);

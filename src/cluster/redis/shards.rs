@@ -40,10 +40,11 @@ impl RedisEngine {
     /// one node, and start their background tasks (call inside an actix system).
     pub fn start(config: &crate::config::ClusterConfig) -> Result<RedisEngine, EngineError> {
         let node_id = crate::auth::new_socket_id();
+        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let shards = config
             .redis_urls()
             .into_iter()
-            .map(|url| Shard::start(config, url, &node_id))
+            .map(|url| Shard::start(config, url, &node_id, epoch.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         if shards.is_empty() {
             return Err(EngineError::Unavailable("no Redis configured".into()));
@@ -138,8 +139,9 @@ impl Broker for RedisEngine {
         self.of_channel(key).unsubscribe(key, sink)
     }
 
+    /// The node's reconnect count, shared by every shard.
     fn watermark(&self) -> u64 {
-        0
+        self.home().watermark()
     }
 
     fn clear_history(&self, key: &ChannelKey) -> EngineResult<()> {

@@ -1,0 +1,207 @@
+//! Publishes leave in batches: a channel does not wait for one publish's answer
+//! before the next. Each channel (topic) has a queue; while a batch is at Redis, what
+//! the channel publishes meanwhile waits in the queue and goes as the next batch, in
+//! one script call (one round trip, one script's fixed cost, for all of it). Order
+//! is the queue's: a channel has one writer (its actor), which queues in call order.
+//!
+//! History reads queue behind the publishes before them, so a join reads a history
+//! that holds every message its channel published before it (as when each publish
+//! was awaited).
+//!
+//! A batch is capped in bytes (`BATCH_BYTES`): what one script sends to each
+//! subscribed node then fits in one write of Redis's event loop (64 KiB a client),
+//! so a Redis that dies leaves no half-sent batch on one node while another node
+//! (the sender's) got all of it.
+
+use super::*;
+use std::collections::VecDeque;
+
+/// At most this many envelope bytes in one batch.
+const BATCH_BYTES: usize = 32 * 1024;
+/// At most this many broadcasts in one batch.
+const BATCH_COUNT: usize = 256;
+
+/// KEYS: topic, history list, recovery stream. ARGV: history TTL (ms), then per
+/// broadcast: envelope, history cap, history entry. Every broadcast is appended to
+/// the recovery stream and published with its stream id (so a node that
+/// re-subscribes can fetch what it missed), and to the history when its cap is set.
+pub(super) const PUBLISH_LUA: &str = r#"
+local stored = 0
+for i = 2, #ARGV, 3 do
+  local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'e', ARGV[i])
+  local cap = tonumber(ARGV[i + 1])
+  if cap > 0 then
+    redis.call('RPUSH', KEYS[2], ARGV[i + 2])
+    if cap > stored then stored = cap end
+  end
+  redis.call('PUBLISH', KEYS[1], id .. '\n' .. ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[3], 120000)
+if stored > 0 then
+  redis.call('LTRIM', KEYS[2], -stored, -1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+end
+return (#ARGV - 1) / 3
+"#;
+
+/// One broadcast, ready for the script.
+pub(super) struct Prepared {
+    pub(super) envelope: Vec<u8>,
+    pub(super) history_cap: usize,
+    pub(super) entry: Vec<u8>,
+    /// Its id when this node keeps it until it comes back (see `Pending`).
+    pub(super) tracked: Option<String>,
+}
+
+pub(super) enum Write {
+    Publish(Prepared, oneshot::Sender<Result<(), EngineError>>),
+    History(oneshot::Sender<Result<Vec<Vec<u8>>, EngineError>>),
+}
+
+/// A channel's queue, and whether a task is draining it.
+#[derive(Default)]
+pub(super) struct Queue {
+    items: VecDeque<Write>,
+    draining: bool,
+}
+
+/// What the drain task takes from a queue in one step.
+enum Step {
+    Publish(Vec<(Prepared, oneshot::Sender<Result<(), EngineError>>)>),
+    History(oneshot::Sender<Result<Vec<Vec<u8>>, EngineError>>),
+}
+
+impl Inner {
+    /// Queue a write of `key`'s channel; starts the channel's drain task when idle.
+    pub(super) fn queue_write(self: &Arc<Self>, key: &ChannelKey, write: Write) {
+        let topic = self.topic(key);
+        let mut queues = self.writes.lock();
+        let queue = queues.entry(topic.clone()).or_default();
+        queue.items.push_back(write);
+        if !queue.draining {
+            queue.draining = true;
+            actix_rt::spawn(drain(self.clone(), key.clone(), topic));
+        }
+    }
+
+    /// The next step of a channel's queue; None (and the queue forgotten) when empty.
+    fn next_step(&self, topic: &str) -> Option<Step> {
+        let mut queues = self.writes.lock();
+        let queue = queues.get_mut(topic)?;
+        match queue.items.pop_front() {
+            None => {
+                queues.remove(topic);
+                None
+            }
+            Some(Write::History(done)) => Some(Step::History(done)),
+            Some(Write::Publish(first, done)) => {
+                let mut bytes = first.envelope.len() + first.entry.len();
+                let mut batch = vec![(first, done)];
+                while batch.len() < BATCH_COUNT {
+                    let Some(Write::Publish(next, _)) = queue.items.front() else {
+                        break;
+                    };
+                    let size = next.envelope.len() + next.entry.len();
+                    if bytes + size > BATCH_BYTES {
+                        break;
+                    }
+                    bytes += size;
+                    if let Some(Write::Publish(next, done)) = queue.items.pop_front() {
+                        batch.push((next, done));
+                    }
+                }
+                Some(Step::Publish(batch))
+            }
+        }
+    }
+
+    /// Publish an envelope (not kept in history) through the channel's queue, after
+    /// what this node queued for the channel before; answers when Redis took it.
+    pub(super) async fn publish_queued(
+        self: &Arc<Self>,
+        key: &ChannelKey,
+        envelope: Vec<u8>,
+    ) -> Result<(), EngineError> {
+        let (done, answer) = oneshot::channel();
+        let prepared = Prepared {
+            envelope,
+            history_cap: 0,
+            entry: Vec::new(),
+            tracked: None,
+        };
+        self.queue_write(key, Write::Publish(prepared, done));
+        answer
+            .await
+            .unwrap_or_else(|_| Err(EngineError::Unavailable("writer stopped".into())))
+    }
+
+    /// One script call for a batch of broadcasts of one channel, in order.
+    pub(super) async fn publish_batch<'a>(
+        &self,
+        key: &ChannelKey,
+        batch: impl Iterator<Item = (&'a [u8], usize, &'a [u8])>,
+    ) -> redis::RedisResult<i64> {
+        let mut invocation = self.publish_script.prepare_invoke();
+        invocation
+            .key(self.topic(key))
+            .key(self.history_key(key))
+            .key(self.recovery_stream(key))
+            .arg(self.history_ttl_ms);
+        for (envelope, cap, entry) in batch {
+            invocation.arg(envelope).arg(cap).arg(entry);
+        }
+        let mut conn = self.conn();
+        invocation.invoke_async(&mut conn).await
+    }
+}
+
+/// Send a channel's queued writes, batch after batch, until the queue is empty.
+async fn drain(inner: Arc<Inner>, key: ChannelKey, topic: String) {
+    while let Some(step) = inner.next_step(&topic) {
+        match step {
+            Step::History(done) => {
+                let mut conn = inner.conn();
+                let read: redis::RedisResult<Vec<Vec<u8>>> =
+                    conn.lrange(inner.history_key(&key), 0, -1).await;
+                let _ = done.send(read.map_err(unavailable));
+            }
+            Step::Publish(batch) => {
+                let started = std::time::Instant::now();
+                // Nothing goes between a lost connection and the end of the
+                // reconnect's republish: receivers tell repeats by each node's
+                // sequence, so this node's broadcasts must reach Redis in order.
+                let sent = if !inner.connected.load(Ordering::Acquire) {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "Redis unreachable",
+                    )))
+                } else {
+                    inner
+                        .publish_batch(
+                            &key,
+                            batch
+                                .iter()
+                                .map(|(p, _)| (&p.envelope[..], p.history_cap, &p.entry[..])),
+                        )
+                        .await
+                };
+                if sent.is_ok() {
+                    crate::metrics::redis_roundtrip(started.elapsed());
+                }
+                for (prepared, done) in batch {
+                    let answer = match &sent {
+                        Ok(_) => Ok(()),
+                        Err(e) => {
+                            // Refused (the sender is told): it must not be republished later.
+                            if let Some(mid) = &prepared.tracked {
+                                inner.pending.lock().remove(mid);
+                            }
+                            Err(unavailable(e))
+                        }
+                    };
+                    let _ = done.send(answer);
+                }
+            }
+        }
+    }
+}
