@@ -713,6 +713,21 @@ async fn redis_outage_refuses_then_recovers() {
     expect_quiet(&mut [&mut ma, &mut mb, &mut late], 0, CH).await;
 }
 
+/// Nodes A and B, and a member of `channel` on each.
+async fn a_member_on_each_of_two_nodes(
+    redis: &Redis,
+    opts: &Opts,
+    channel: &str,
+) -> (Node, Node, Client, Client) {
+    let a = Node::start("A", redis, opts).await;
+    let b = Node::start("B", redis, opts).await;
+    let mut ma = a.client().await;
+    let mut mb = b.client().await;
+    ma.join(channel, false, false).await;
+    mb.join(channel, false, false).await;
+    (a, b, ma, mb)
+}
+
 /// Redis is killed in the middle of a burst: every message that got no error frame
 /// (accepted) is delivered on the other node, exactly once, after Redis is back.
 #[tokio::test]
@@ -720,13 +735,7 @@ async fn redis_kill_mid_burst_loses_no_accepted_message() {
     const CH: &str = "chat/burst";
     const N: usize = 2000;
     let mut redis = Redis::start().await;
-    let opts = Opts::default();
-    let a = Node::start("A", &redis, &opts).await;
-    let b = Node::start("B", &redis, &opts).await;
-    let mut ma = a.client().await;
-    let mut mb = b.client().await;
-    ma.join(CH, false, false).await;
-    mb.join(CH, false, false).await;
+    let (a, b, mut ma, mut mb) = a_member_on_each_of_two_nodes(&redis, &Opts::default(), CH).await;
 
     send_burst(&mut ma, CH, "a", N).await;
     // Kill Redis in the middle: once the first echo is back, the rest is in flight.
@@ -1114,12 +1123,7 @@ async fn accepted_messages_a_slow_node_had_not_read_survive_a_redis_restart() {
         send_queue_bytes: 16 << 20,
         ..Opts::default()
     };
-    let a = Node::start("A", &redis, &opts).await;
-    let b = Node::start("B", &redis, &opts).await;
-    let mut ma = a.client().await;
-    let mut mb = b.client().await;
-    ma.join(CH, false, false).await;
-    mb.join(CH, false, false).await;
+    let (a, b, mut ma, mut mb) = a_member_on_each_of_two_nodes(&redis, &opts, CH).await;
 
     // 600 × 8 KiB: more than the kernel buffers between Redis and a frozen node
     // hold (and less than B may queue for its member here).

@@ -40,6 +40,10 @@ struct Args {
     /// pause (SIGSTOP a broker past the ping timeout, SIGCONT), redis (SIGKILL Redis, restart).
     #[arg(long, value_delimiter = ',', default_value = "kill,term,pause,redis")]
     faults: Vec<String>,
+    /// Independent Redis servers the brokers use as `cluster.redis_shards` (1: one
+    /// Redis, `cluster.redis_url`). The `redis` fault kills one of them.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
     /// The broker binary.
     #[arg(long, default_value = "target/release/switchboard")]
     broker: PathBuf,
@@ -50,7 +54,8 @@ enum Fault {
     KillBroker(usize),
     TermBroker(usize),
     PauseBroker(usize),
-    KillRedis,
+    /// SIGKILL the Redis server (shard) with this index, restart it empty.
+    KillRedis(usize),
 }
 
 /// The schedule: (when, what, how long until it is healed).
@@ -58,6 +63,7 @@ fn schedule(
     seed: u64,
     seconds: u64,
     nodes: usize,
+    shards: usize,
     kinds: &[String],
 ) -> Vec<(Duration, Fault, Duration)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -70,7 +76,12 @@ fn schedule(
             "kill" => (Fault::KillBroker(node), rng.random_range(500..3000)),
             "term" => (Fault::TermBroker(node), rng.random_range(500..3000)),
             "pause" => (Fault::PauseBroker(node), rng.random_range(6000..9000)),
-            _ => (Fault::KillRedis, rng.random_range(500..3000)),
+            // Drawn only with shards, so one Redis replays the schedules of before.
+            _ if shards > 1 => (
+                Fault::KillRedis(rng.random_range(0..shards)),
+                rng.random_range(500..3000),
+            ),
+            _ => (Fault::KillRedis(0), rng.random_range(500..3000)),
         };
         let lasts = Duration::from_millis(lasts);
         out.push((t, fault, lasts));
@@ -88,9 +99,10 @@ async fn main() -> std::process::ExitCode {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let plan = schedule(seed, args.seconds, args.nodes, &args.faults);
+    let shards = args.shards.max(1);
+    let plan = schedule(seed, args.seconds, args.nodes, shards, &args.faults);
     println!(
-        "chaos: seed {seed}, {} s, {} nodes, {} clients on {} channels",
+        "chaos: seed {seed}, {} s, {} nodes, {} clients on {} channels, {shards} Redis",
         args.seconds, args.nodes, args.clients, args.channels
     );
     for (at, fault, lasts) in &plan {
@@ -103,16 +115,22 @@ async fn main() -> std::process::ExitCode {
     let dir = std::env::temp_dir().join(format!("switchboard-chaos-{seed}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory for the logs");
 
-    let redis_port = procs::free_port();
-    let mut redis = procs::redis(redis_port, &dir);
-    redis.start();
+    let redis_ports: Vec<u16> = (0..shards).map(|_| procs::free_port()).collect();
+    let mut redis: Vec<procs::Proc> = redis_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| procs::redis(i, *port, &dir))
+        .collect();
+    for r in &mut redis {
+        r.start();
+    }
     let ports: Vec<u16> = (0..args.nodes).map(|_| procs::free_port()).collect();
     let addrs: Vec<SocketAddr> = ports
         .iter()
         .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
         .collect();
     let mut brokers: Vec<procs::Proc> = (0..args.nodes)
-        .map(|i| procs::broker(&args.broker, i, ports[i], redis_port, &dir))
+        .map(|i| procs::broker(&args.broker, i, ports[i], &redis_ports, &dir))
         .collect();
     for b in &mut brokers {
         b.start();
@@ -149,14 +167,14 @@ async fn main() -> std::process::ExitCode {
             Fault::KillBroker(i) => brokers[*i].kill(),
             Fault::TermBroker(i) => brokers[*i].terminate(Duration::from_secs(5)),
             Fault::PauseBroker(i) => brokers[*i].signal(libc::SIGSTOP),
-            Fault::KillRedis => redis.kill(),
+            Fault::KillRedis(i) => redis[*i].kill(),
         }
         injected += 1;
         tokio::time::sleep(*lasts).await;
         match fault {
             Fault::KillBroker(i) | Fault::TermBroker(i) => brokers[*i].start(),
             Fault::PauseBroker(i) => brokers[*i].signal(libc::SIGCONT),
-            Fault::KillRedis => redis.start(),
+            Fault::KillRedis(i) => redis[*i].start(),
         }
         for a in &addrs {
             if !procs::wait_ready(*a, Duration::from_secs(20)).await {

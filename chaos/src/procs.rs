@@ -9,11 +9,23 @@ use std::time::{Duration, Instant};
 
 pub const API_KEY: &str = "chaos-api-key-0123";
 
+/// A free port for a process restarted on it during the run: outside the kernel's
+/// ephemeral range, so no client's outgoing connection (whose local port comes
+/// from that range) can take it while the process is down.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&low| low > 12_000)
+        .unwrap_or(32_768);
+    let span = u64::from(low - 10_000);
+    let start = u64::from(std::process::id()) * 7919 + NEXT.fetch_add(104_729, Ordering::Relaxed);
+    (0..span)
+        .map(|i| 10_000 + ((start + i) % span) as u16)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 pub struct Proc {
@@ -87,7 +99,8 @@ impl Drop for Proc {
     }
 }
 
-pub fn redis(port: u16, dir: &Path) -> Proc {
+/// Redis server `i` (a shard when there are several) on `port`.
+pub fn redis(i: usize, port: u16, dir: &Path) -> Proc {
     let argv = [
         "redis-server",
         "--port",
@@ -102,13 +115,17 @@ pub fn redis(port: u16, dir: &Path) -> Proc {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    Proc::new("redis", argv, dir.join("redis.log"))
+    Proc::new(
+        &format!("redis-{i}"),
+        argv,
+        dir.join(format!("redis-{i}.log")),
+    )
 }
 
-/// A broker on `port`, clustered over Redis on `redis_port`.
-pub fn broker(bin: &Path, i: usize, port: u16, redis_port: u16, dir: &Path) -> Proc {
+/// A broker on `port`, clustered over the Redis on `redis_ports` (several: shards).
+pub fn broker(bin: &Path, i: usize, port: u16, redis_ports: &[u16], dir: &Path) -> Proc {
     let config = dir.join(format!("broker-{i}.toml"));
-    std::fs::write(&config, config_toml(port, redis_port)).expect("write the config");
+    std::fs::write(&config, config_toml(port, redis_ports)).expect("write the config");
     let argv = vec![
         bin.display().to_string(),
         "--log-format".into(),
@@ -124,7 +141,15 @@ pub fn broker(bin: &Path, i: usize, port: u16, redis_port: u16, dir: &Path) -> P
     )
 }
 
-fn config_toml(port: u16, redis_port: u16) -> String {
+fn config_toml(port: u16, redis_ports: &[u16]) -> String {
+    let urls: Vec<String> = redis_ports
+        .iter()
+        .map(|p| format!("\"redis://127.0.0.1:{p}\""))
+        .collect();
+    let redis = match urls.as_slice() {
+        [one] => format!("redis_url = {one}"),
+        many => format!("redis_shards = [{}]", many.join(", ")),
+    };
     format!(
         r#"
 [server]
@@ -138,7 +163,7 @@ ping_interval_s = 2
 pong_timeout_s = 5
 
 [cluster]
-redis_url = "redis://127.0.0.1:{redis_port}"
+{redis}
 presence_ttl_s = 3
 
 [[apps]]

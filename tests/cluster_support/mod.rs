@@ -29,6 +29,34 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// A free port for a Redis that may be restarted on it: outside the kernel's
+/// ephemeral range, so no process binding port 0 (a broker, another test's
+/// client) can take it while that Redis is down. Random, and checked to bind.
+pub fn redis_port() -> u16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&low| low > 12_000)
+        .unwrap_or(32_768);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (u64::from(std::process::id()) << 20)
+        ^ NEXT.fetch_add(0x9E37_79B9, Ordering::Relaxed);
+    let span = u64::from(low - 10_000);
+    for i in 0..1000u64 {
+        let port =
+            10_000 + ((seed.wrapping_mul(6_364_136_223_846_793_005) >> 17) + i * 7919) % span;
+        let port = port as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
+}
+
 /// A unique path in the temp dir.
 pub use crate::common::process::broker_command;
 use crate::common::process::{http_status, temp_path, wait_status};
@@ -80,7 +108,7 @@ impl Redis {
         let mut last = String::new();
         for _ in 0..5 {
             let mut r = Redis {
-                port: free_port(),
+                port: redis_port(),
                 child: None,
                 log: temp_path("redis", "log"),
                 extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
@@ -97,7 +125,7 @@ impl Redis {
     /// A Redis that is not running yet, on a port of its own: `restart` starts it.
     pub fn unstarted() -> Redis {
         Redis {
-            port: free_port(),
+            port: redis_port(),
             child: None,
             log: temp_path("redis", "log"),
             extra_args: Vec::new(),

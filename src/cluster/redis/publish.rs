@@ -75,7 +75,7 @@ impl Inner {
 
 /// How long a broadcast that came back is kept for a republish after Redis lost
 /// its data: longer than a healthy node takes to read what Redis sent it.
-const KEEP_CONFIRMED: Duration = Duration::from_secs(5);
+const KEEP_CONFIRMED: Duration = Duration::from_secs(2);
 
 /// The envelope with `r` set in its header (republished).
 fn mark_republished(envelope: &[u8]) -> Vec<u8> {

@@ -65,6 +65,15 @@ impl RedisEngine {
     fn of_user(&self, app: &str, user: &str) -> &Shard {
         &self.shards[shard_of(app, user, self.shards.len())]
     }
+
+    /// Ask every shard at once; their answers, one after another.
+    fn ask_every_shard<T: Send + 'static>(
+        &self,
+        ask: impl Fn(&Shard) -> EngineResult<Vec<T>>,
+    ) -> EngineResult<Vec<T>> {
+        let asks: Vec<_> = self.shards.iter().map(ask).collect();
+        Box::pin(async move { Ok(try_join_all(asks).await?.into_iter().flatten().collect()) })
+    }
 }
 
 /// Which of `shards` holds `name` of `app`.
@@ -167,12 +176,7 @@ impl Membership for RedisEngine {
     }
 
     fn live_channels(&self, app: &str, prefix: &str) -> EngineResult<Vec<String>> {
-        let asks: Vec<_> = self
-            .shards
-            .iter()
-            .map(|s| s.live_channels(app, prefix))
-            .collect();
-        Box::pin(async move { Ok(try_join_all(asks).await?.concat()) })
+        self.ask_every_shard(|s| s.live_channels(app, prefix))
     }
 
     fn members(&self, key: &ChannelKey) -> EngineResult<Vec<MemberRecord>> {
@@ -180,12 +184,7 @@ impl Membership for RedisEngine {
     }
 
     fn occupied_channels(&self, app: &str, prefix: &str) -> EngineResult<Vec<(String, usize)>> {
-        let asks: Vec<_> = self
-            .shards
-            .iter()
-            .map(|s| s.occupied_channels(app, prefix))
-            .collect();
-        Box::pin(async move { Ok(try_join_all(asks).await?.concat()) })
+        self.ask_every_shard(|s| s.occupied_channels(app, prefix))
     }
 }
 
