@@ -6,7 +6,9 @@
 //!   that was in the channel from before the message was sent to the end of the run;
 //! - duplicated: a message received twice by one session;
 //! - reordered: two sessions that received two messages in different orders;
-//! - ghosts: presence at the end that lists a socket no session holds, or misses one.
+//! - ghosts: presence at the end that lists a socket no session holds, or misses one;
+//! - leaked: a direct message received by a socket it was not addressed to (or
+//!   received twice).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
@@ -25,6 +27,8 @@ pub struct Session {
     pub open_at_end: bool,
     /// Every message received, in order.
     pub received: Vec<MessageId>,
+    /// Every direct message received: (its id, the socket it was addressed to).
+    pub direct: Vec<(MessageId, String)>,
 }
 
 /// A message a client sent.
@@ -43,7 +47,9 @@ pub struct Report {
     pub duplicated: Vec<String>,
     pub reordered: Vec<String>,
     pub ghosts: Vec<String>,
+    pub leaked: Vec<String>,
     pub messages_checked: usize,
+    pub directs_checked: usize,
 }
 
 impl Report {
@@ -52,6 +58,7 @@ impl Report {
             && self.duplicated.is_empty()
             && self.reordered.is_empty()
             && self.ghosts.is_empty()
+            && self.leaked.is_empty()
     }
 }
 
@@ -63,6 +70,24 @@ pub fn check(sent: &[Sent], sessions: &[Session]) -> Report {
             if !seen.insert(*id) {
                 report.duplicated.push(format!(
                     "{id:?} twice at socket {} on {}",
+                    s.socket_id, s.channel
+                ));
+            }
+        }
+    }
+    // Leaked: a direct message reaches the socket it names, once, and no other.
+    for s in sessions {
+        let mut seen = HashSet::new();
+        for (id, to) in &s.direct {
+            report.directs_checked += 1;
+            if *to != s.socket_id {
+                report.leaked.push(format!(
+                    "direct {id:?} for {to} reached socket {} on {}",
+                    s.socket_id, s.channel
+                ));
+            } else if !seen.insert(*id) {
+                report.leaked.push(format!(
+                    "direct {id:?} twice at socket {} on {}",
                     s.socket_id, s.channel
                 ));
             }
@@ -159,6 +184,7 @@ mod tests {
             joined,
             open_at_end: open,
             received: received.to_vec(),
+            direct: Vec::new(),
         }
     }
 
@@ -208,6 +234,21 @@ mod tests {
         // (0,3) reached neither a nor b; (0,4) was refused, so it is owed to nobody.
         assert_eq!(r.lost.len(), 2, "{r:?}");
         assert!(r.lost.iter().all(|l| l.contains("(0, 3)")));
+    }
+
+    #[test]
+    fn a_direct_message_elsewhere_or_twice_is_a_leak() {
+        let t0 = Instant::now();
+        let mut a = session("a", t0, true, &[]);
+        a.direct = vec![
+            ((1, 0), "a".into()),
+            ((1, 1), "b".into()),
+            ((1, 0), "a".into()),
+        ];
+        let r = check(&[], &[a]);
+        assert_eq!(r.leaked.len(), 2, "{r:?}");
+        assert!(r.leaked[0].contains("for b reached socket a"), "{r:?}");
+        assert_eq!(r.directs_checked, 3);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The clients of a run: each holds one raw WebSocket at a time on one channel
 //! (with presence), sends numbered messages, and logs every session (socket id,
 //! join time, everything received) and every message it sent (accepted when its
-//! echo came back). A closed socket is reopened on the next node.
+//! echo came back). Now and then it sends a direct message to another member it
+//! knows from presence, for the checker's leak check. A closed socket is reopened on
+//! the next node.
 
 use crate::check::{Sent, Session};
 use futures_util::{SinkExt, StreamExt};
@@ -83,6 +85,7 @@ async fn run(
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9));
     let mut attempt = id;
     let mut next_n: u64 = 0;
+    let mut next_direct: u64 = 0;
     while *phase.borrow() != Phase::Done {
         let node = nodes[attempt % nodes.len()];
         attempt += 1;
@@ -110,6 +113,8 @@ async fn run(
             continue;
         }
         let mut session: Option<usize> = None;
+        // Other members' socket ids, from presence.
+        let mut peers: Vec<String> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(rng.random_range(80..250)));
         loop {
             tokio::select! {
@@ -121,8 +126,19 @@ async fn run(
                     };
                     let Ok(f) = serde_json::from_str::<Value>(&text) else { continue };
                     on_frame(id, &channel, &f, &log, &mut session);
+                    track_peers(&f, &log, session, &mut peers);
                 }
                 _ = tick.tick(), if session.is_some() && *phase.borrow() == Phase::Sending => {
+                    if !peers.is_empty() && rng.random_range(0..4) == 0 {
+                        let to = peers[rng.random_range(0..peers.len())].clone();
+                        let d = next_direct;
+                        next_direct += 1;
+                        let m = json!({"action":"message","options":{"channel":channel,"socketId":to},"payload":{"c":id,"d":d,"to":to}});
+                        if tx.send(Message::Text(m.to_string().into())).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                     let n = next_n;
                     next_n += 1;
                     log.lock().unwrap().sent.push(Sent {
@@ -163,6 +179,33 @@ async fn run(
     }
 }
 
+/// Keep `peers` (the other members' socket ids) up to date from presence frames.
+fn track_peers(f: &Value, log: &Mutex<Log>, session: Option<usize>, peers: &mut Vec<String>) {
+    let own = session.map(|i| log.lock().unwrap().sessions[i].socket_id.clone());
+    let id_of = |client: &Value| client["socketId"].as_str().map(str::to_string);
+    match f["action"].as_str() {
+        Some("presence_full") => {
+            *peers = f["payload"]["presence"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(id_of)
+                .filter(|p| Some(p) != own.as_ref())
+                .collect();
+        }
+        Some("presence_update") => {
+            let Some(p) = id_of(&f["payload"]["presence"]) else {
+                return;
+            };
+            peers.retain(|q| *q != p);
+            if f["payload"]["action"] == "join" && Some(&p) != own.as_ref() {
+                peers.push(p);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn on_frame(id: usize, channel: &str, f: &Value, log: &Mutex<Log>, session: &mut Option<usize>) {
     let mut l = log.lock().unwrap();
     match f["action"].as_str() {
@@ -176,6 +219,7 @@ fn on_frame(id: usize, channel: &str, f: &Value, log: &Mutex<Log>, session: &mut
                 joined: Instant::now(),
                 open_at_end: true,
                 received: Vec::new(),
+                direct: Vec::new(),
             });
             let i = l.sessions.len() - 1;
             *session = Some(i);
@@ -186,6 +230,12 @@ fn on_frame(id: usize, channel: &str, f: &Value, log: &Mutex<Log>, session: &mut
             let p = &f["payload"];
             if let Some(tag) = p["barrier"].as_str() {
                 l.barriers.insert(tag.to_string());
+                return;
+            }
+            if let (Some(c), Some(d), Some(to)) =
+                (p["c"].as_u64(), p["d"].as_u64(), p["to"].as_str())
+            {
+                l.sessions[i].direct.push(((c as usize, d), to.to_string()));
                 return;
             }
             let (Some(c), Some(n)) = (p["c"].as_u64(), p["n"].as_u64()) else {

@@ -271,10 +271,11 @@ async fn main() -> std::process::ExitCode {
     report.lost.extend(unsettled);
     let accepted = sent.iter().filter(|m| m.accepted).count();
     println!(
-        "chaos: seed {seed}: {injected} faults, {} messages sent, {accepted} accepted, {} sessions, {} checked",
+        "chaos: seed {seed}: {injected} faults, {} messages sent, {accepted} accepted, {} sessions, {} checked, {} direct messages checked",
         sent.len(),
         sessions.len(),
-        report.messages_checked
+        report.messages_checked,
+        report.directs_checked
     );
     if report.ok() {
         println!("chaos: OK");
@@ -286,6 +287,7 @@ async fn main() -> std::process::ExitCode {
         ("duplicated", &report.duplicated),
         ("reordered", &report.reordered),
         ("ghosts", &report.ghosts),
+        ("leaked", &report.leaked),
     ] {
         if !list.is_empty() {
             println!("chaos: {} {what}; the first: ", list.len());

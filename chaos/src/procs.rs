@@ -178,6 +178,7 @@ secret = "chaos-secret-0123456789abcdef0123456789"
 [[apps.channels]]
 pattern = "room/*"
 public_messaging = {{ active = true }}
+private_messaging = {{ active = true }}
 settings = {{ anonymous_clients = true, presence = true, message_history = 10 }}
 "#
     )
