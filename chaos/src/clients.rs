@@ -47,41 +47,43 @@ pub enum Phase {
     Done,
 }
 
-pub fn start(
-    id: usize,
-    channel: String,
-    nodes: Vec<SocketAddr>,
-    seed: u64,
-    phase: watch::Receiver<Phase>,
-) -> Client {
+/// Who a client is and how it behaves.
+pub struct Spec {
+    pub id: usize,
+    pub channel: String,
+    /// The brokers, tried in turn.
+    pub nodes: Vec<SocketAddr>,
+    pub seed: u64,
+    /// A message every `every_ms` to `3 × every_ms` ms.
+    pub every_ms: u64,
+}
+
+pub fn start(spec: Spec, phase: watch::Receiver<Phase>) -> Client {
     let log = Arc::new(Mutex::new(Log::default()));
     let (commands, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(
-        id,
-        channel.clone(),
-        nodes,
-        seed,
-        phase,
-        log.clone(),
-        rx,
-    ));
-    Client {
-        id,
-        channel,
-        log,
+    let client = Client {
+        id: spec.id,
+        channel: spec.channel.clone(),
+        log: log.clone(),
         commands,
-    }
+    };
+    tokio::spawn(run(spec, phase, log, rx));
+    client
 }
 
 async fn run(
-    id: usize,
-    channel: String,
-    nodes: Vec<SocketAddr>,
-    seed: u64,
+    spec: Spec,
     mut phase: watch::Receiver<Phase>,
     log: Arc<Mutex<Log>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
+    let Spec {
+        id,
+        channel,
+        nodes,
+        seed,
+        every_ms,
+    } = spec;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9));
     let mut attempt = id;
     let mut next_n: u64 = 0;
@@ -115,7 +117,9 @@ async fn run(
         let mut session: Option<usize> = None;
         // Other members' socket ids, from presence.
         let mut peers: Vec<String> = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(rng.random_range(80..250)));
+        let mut tick = tokio::time::interval(Duration::from_millis(
+            rng.random_range(every_ms..every_ms * 3 + 1),
+        ));
         loop {
             tokio::select! {
                 frame = rx.next() => {

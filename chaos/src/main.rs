@@ -40,6 +40,10 @@ struct Args {
     /// pause (SIGSTOP a broker past the ping timeout, SIGCONT), redis (SIGKILL Redis, restart).
     #[arg(long, value_delimiter = ',', default_value = "kill,term,pause,redis")]
     faults: Vec<String>,
+    /// Each client sends a message every this many ms (to 3× that, drawn per session):
+    /// 80 by default; 5 loads Redis enough for publishes to batch.
+    #[arg(long, default_value_t = 80)]
+    send_every_ms: u64,
     /// Independent Redis servers the brokers use as `cluster.redis_shards` (1: one
     /// Redis, `cluster.redis_url`). The `redis` fault kills one of them.
     #[arg(long, default_value_t = 1)]
@@ -146,10 +150,13 @@ async fn main() -> std::process::ExitCode {
     let clients: Vec<clients::Client> = (0..args.clients)
         .map(|i| {
             clients::start(
-                i,
-                format!("room/{}", i % args.channels),
-                addrs.clone(),
-                seed,
+                clients::Spec {
+                    id: i,
+                    channel: format!("room/{}", i % args.channels),
+                    nodes: addrs.clone(),
+                    seed,
+                    every_ms: args.send_every_ms.max(1),
+                },
                 phase.clone(),
             )
         })
