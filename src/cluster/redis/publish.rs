@@ -237,8 +237,10 @@ impl PendingQueue {
         true
     }
 
+    /// Forget a refused broadcast. Searched from the newest: what is refused was
+    /// published lately, behind up to 2 s of broadcasts that came back.
     pub(super) fn remove(&mut self, mid: &str) {
-        if let Some(i) = self.items.iter().position(|p| p.mid == mid) {
+        if let Some(i) = self.items.iter().rposition(|p| p.mid == mid) {
             if let Some(p) = self.items.remove(i) {
                 self.bytes -= p.bytes();
             }
@@ -275,6 +277,38 @@ impl PendingQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(mid: &str) -> Pending {
+        Pending {
+            mid: mid.into(),
+            key: ChannelKey::new("a", "c"),
+            envelope: vec![0; 100],
+            history_cap: 0,
+            entry: Vec::new(),
+            at: std::time::Instant::now(),
+            confirmed_at: None,
+        }
+    }
+
+    /// What came back makes room for what did not; what did not is never dropped
+    /// for room (a new broadcast is refused instead).
+    #[test]
+    fn a_full_buffer_drops_what_came_back_first_and_then_refuses() {
+        let size = pending("n:0").bytes();
+        let mut q = PendingQueue::new(size * 2);
+        assert!(q.push(pending("n:0")));
+        assert!(q.push(pending("n:1")));
+        q.confirm("n:0");
+        assert!(q.push(pending("n:2")), "n:0 came back: its room is taken");
+        assert_eq!(
+            q.items.iter().map(|p| p.mid.as_str()).collect::<Vec<_>>(),
+            ["n:1", "n:2"]
+        );
+        assert!(!q.push(pending("n:3")), "nothing came back: refused");
+        q.remove("n:2");
+        assert!(q.push(pending("n:3")));
+        assert_eq!(q.prune(), 0, "nothing is old yet");
+    }
 
     #[test]
     fn envelopes_round_trip() {
