@@ -9,6 +9,7 @@
 mod check;
 mod clients;
 mod procs;
+mod sdk;
 
 use clap::Parser;
 use clients::{Command, Phase};
@@ -36,6 +37,10 @@ struct Args {
     clients: usize,
     #[arg(long, default_value_t = 5)]
     channels: usize,
+    /// Clients that are the real @xano/js-sdk (one Node process each, needing
+    /// `npm ci` in tests/sdk), beside the raw-socket ones.
+    #[arg(long, default_value_t = 0)]
+    sdk_clients: usize,
     /// Faults to draw from: kill (SIGKILL a broker, restart it), term (SIGTERM, restart),
     /// pause (SIGSTOP a broker past the ping timeout, SIGCONT), redis (SIGKILL Redis, restart).
     #[arg(long, value_delimiter = ',', default_value = "kill,term,pause,redis")]
@@ -106,8 +111,12 @@ async fn main() -> std::process::ExitCode {
     let shards = args.shards.max(1);
     let plan = schedule(seed, args.seconds, args.nodes, shards, &args.faults);
     println!(
-        "chaos: seed {seed}, {} s, {} nodes, {} clients on {} channels, {shards} Redis",
-        args.seconds, args.nodes, args.clients, args.channels
+        "chaos: seed {seed}, {} s, {} nodes, {} clients ({} of them the SDK) on {} channels, {shards} Redis",
+        args.seconds,
+        args.nodes,
+        args.clients + args.sdk_clients,
+        args.sdk_clients,
+        args.channels
     );
     for (at, fault, lasts) in &plan {
         println!(
@@ -147,7 +156,7 @@ async fn main() -> std::process::ExitCode {
     }
 
     let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Sending);
-    let clients: Vec<clients::Client> = (0..args.clients)
+    let mut clients: Vec<clients::Client> = (0..args.clients)
         .map(|i| {
             clients::start(
                 clients::Spec {
@@ -161,6 +170,25 @@ async fn main() -> std::process::ExitCode {
             )
         })
         .collect();
+    for id in args.clients..args.clients + args.sdk_clients {
+        let channel = format!("room/{}", id % args.channels);
+        match sdk::start(
+            id,
+            channel,
+            &addrs,
+            args.send_every_ms.max(1),
+            phase.clone(),
+        ) {
+            Ok(c) => clients.push(c),
+            Err(e) => {
+                eprintln!(
+                    "chaos: cannot start SDK client ({} with node): {e}",
+                    sdk::SCRIPT
+                );
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
 
     let started = Instant::now();
     let mut injected = 0;
@@ -284,6 +312,18 @@ async fn main() -> std::process::ExitCode {
         report.messages_checked,
         report.directs_checked
     );
+    if args.sdk_clients > 0 {
+        let (mut sessions_sdk, mut sent_sdk, mut accepted_sdk) = (0, 0, 0);
+        for c in clients.iter().filter(|c| c.id >= args.clients) {
+            let l = c.log.lock().unwrap();
+            sessions_sdk += l.sessions.len();
+            sent_sdk += l.sent.len();
+            accepted_sdk += l.sent.iter().filter(|m| m.accepted).count();
+        }
+        println!(
+            "chaos: of them from the SDK clients: {sessions_sdk} sessions, {sent_sdk} messages sent, {accepted_sdk} accepted"
+        );
+    }
     if report.ok() {
         println!("chaos: OK");
         let _ = std::fs::remove_dir_all(&dir);

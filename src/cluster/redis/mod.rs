@@ -1,11 +1,14 @@
-//! The cluster engine over Redis. One dedicated pub/sub connection per node (the
+//! The cluster engine over Redis: one `Shard` per Redis server (`shards` routes
+//! between them). Per shard, one dedicated pub/sub connection per node (the
 //! bridge) receives the topics of this node's live channels; a multiplexed
-//! connection carries commands. Broadcasts go out as one Lua script that appends
-//! history and publishes, and every node, the origin too, delivers what comes back,
-//! so all nodes see one order per channel.
+//! connection carries commands. Broadcasts go out in batches, one Lua script each,
+//! that append history and publish, and every node, the origin too, delivers what
+//! comes back, so all nodes see one order per channel.
 //!
 //! Keys (P = `cluster.prefix`, A = app hash, C = channel):
-//! - `P A:ch:C`   pub/sub topic of a channel; payload = audience header line + frame JSON
+//! - `P A:ch:C`   pub/sub topic of a channel; payload = stream id line, header line (id
+//!   `<node>:<sequence>`, audience, republished flag), frame JSON
+//! - `P A:s:C`    recovery stream of a channel (the same envelopes, ~1,000, 2 min TTL)
 //! - `P A:h:C`    history list (entries: auth-only flag byte + frame JSON), capped, with TTL
 //! - `P A:m:C`    members hash: socket id -> `node\n<presence><authenticated>\n<client JSON>`
 //! - `P A:u:U`    per-user connection counts: node -> count
@@ -15,9 +18,10 @@
 //! - `P A:wh`     lifecycle webhook events of app A (stream), `:bytes` their size, `:lease` its sender
 //! - `P control`  server API commands for every node; `P control:N` node N's answers
 //!
-//! Files: this one holds the engine and its publish/subscribe/history; `members`
+//! Files: this one holds the shard and its subscriptions; `writer` publishes and
+//! history reads, batched per channel; `shards` the router over shards; `members`
 //! membership, presence lists and user slots; `bridge` the pub/sub connection and
-//! recovery; `publish` the wire envelope and unconfirmed broadcasts;
+//! recovery; `publish` the wire envelope and the broadcasts kept for a republish;
 //! `presence` heartbeats and the sweep of dead nodes; `events` the durable event stream;
 //! `control` the server API's commands to every node's sockets; `webhooks` the queue
 //! of lifecycle events and its sender's lease.
@@ -287,121 +291,6 @@ impl Engine for Shard {
     /// Where events published by backends through Redis go.
     fn set_event_sink(&self, sink: EventSink) {
         *self.inner.events.lock() = Some(sink);
-    }
-}
-
-impl Broker for Shard {
-    /// Queued for the channel's writer at once, so the broadcast's place in the
-    /// channel's order is fixed by this call, and a busy channel's broadcasts go in
-    /// batches without waiting for each other's answers (`writer`).
-    fn publish(&self, key: &ChannelKey, msg: Broadcast) -> EngineResult<()> {
-        let inner = &self.inner;
-        if !inner.connected.load(Ordering::Acquire) {
-            return refused("Redis unreachable");
-        }
-        let entry = publish::encode_history_entry(&msg);
-        let mid = inner.next_mid();
-        let envelope = encode_envelope(&mid, &msg);
-        // Tracked only where this node will see it come back (a local subscription).
-        let tracked = inner.routes.lock().contains_key(&inner.topic(key));
-        if tracked {
-            let taken = inner.pending.lock().push(Pending {
-                mid: mid.clone(),
-                key: key.clone(),
-                envelope: envelope.clone(),
-                history_cap: msg.history_cap,
-                entry: entry.clone(),
-                at: std::time::Instant::now(),
-                confirmed_at: None,
-            });
-            if !taken {
-                crate::metrics::dropped("resend_buffer_full");
-                return refused("resend buffer full");
-            }
-        }
-        let (done, answer) = oneshot::channel();
-        let prepared = writer::Prepared {
-            envelope,
-            history_cap: msg.history_cap,
-            entry,
-            tracked: tracked.then_some(mid),
-        };
-        inner.queue_write(key, writer::Write::Publish(prepared, done));
-        Box::pin(async move {
-            answer
-                .await
-                .unwrap_or_else(|_| Err(EngineError::Unavailable("writer stopped".into())))
-        })
-    }
-
-    /// Behind the channel's publishes queued before it (`writer`).
-    fn history(&self, key: &ChannelKey) -> EngineResult<Vec<HistoryEntry>> {
-        let (done, answer) = oneshot::channel();
-        self.inner.queue_write(key, writer::Write::History(done));
-        Box::pin(async move {
-            let raw = answer
-                .await
-                .unwrap_or_else(|_| Err(EngineError::Unavailable("writer stopped".into())))?;
-            Ok(raw
-                .iter()
-                .filter_map(|e| publish::decode_history_entry(e))
-                .collect())
-        })
-    }
-
-    fn subscribe(&self, key: &ChannelKey, sink: Recipient<Deliver>) -> EngineResult<()> {
-        let topic = self.inner.topic(key);
-        let first = {
-            let mut routes = self.inner.routes.lock();
-            let route = routes.entry(topic.clone()).or_insert_with(|| Route {
-                recipients: Vec::new(),
-                last_id: None,
-                since_ms: now_ms(),
-                recovering: None,
-                delivered: HashMap::new(),
-            });
-            route.recipients.push(sink);
-            route.recipients.len() == 1
-        };
-        if !first {
-            return crate::cluster::engine::done(());
-        }
-        // Queued in call order, so a later unsubscribe can't overtake it.
-        let (ack_tx, ack_rx) = oneshot::channel();
-        let _ = self.inner.sub_tx.send(SubCommand::Subscribe(topic, ack_tx));
-        Box::pin(async move {
-            ack_rx
-                .await
-                .unwrap_or_else(|_| Err(EngineError::Unavailable("bridge stopped".into())))
-        })
-    }
-
-    /// Only the list: the recovery stream is not history, and expires by itself.
-    fn clear_history(&self, key: &ChannelKey) -> EngineResult<()> {
-        let inner = self.inner.clone();
-        let list = inner.history_key(key);
-        Box::pin(async move {
-            let mut conn = inner.conn();
-            conn.del::<_, ()>(list).await.map_err(unavailable)
-        })
-    }
-
-    /// The reconnect count (see `Inner::epoch`): broadcasts are not numbered here
-    /// (the bridge skips repeats by origin and sequence).
-    fn watermark(&self) -> u64 {
-        self.inner.epoch.load(Ordering::Acquire)
-    }
-
-    fn unsubscribe(&self, key: &ChannelKey, sink: Recipient<Deliver>) {
-        let topic = self.inner.topic(key);
-        let mut routes = self.inner.routes.lock();
-        if let Some(route) = routes.get_mut(&topic) {
-            route.recipients.retain(|r| r != &sink);
-            if route.recipients.is_empty() {
-                routes.remove(&topic);
-                let _ = self.inner.sub_tx.send(SubCommand::Unsubscribe(topic));
-            }
-        }
     }
 }
 
