@@ -253,6 +253,18 @@ pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
             continue;
         }
         inner.recover(disconnected_at).await;
+        match inner
+            .client
+            .get_multiplexed_async_connection_with_config(&publish_conn_config())
+            .await
+        {
+            Ok(conn) => *inner.publish_conn.lock() = Some(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, "no connection for publishes");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
         inner.connected.store(true, Ordering::Release);
         if logged_down {
             tracing::info!(topics = topics.len(), "Redis reachable again: resubscribed");
@@ -275,11 +287,19 @@ pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
             }
         }
         inner.connected.store(false, Ordering::Release);
+        *inner.publish_conn.lock() = None;
         disconnected_at = now_ms();
         tracing::warn!("Redis pub/sub connection lost; reconnecting");
         crate::metrics::redis_reconnect();
         logged_down = true;
     }
+}
+
+/// Publishes answer within 2 s or are refused, as commands are.
+fn publish_conn_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
 }
 
 /// While disconnected, subscriptions are answered with an error (they are made again

@@ -81,6 +81,9 @@ struct Inner {
     /// another starts) and what was delivered.
     routes: Mutex<HashMap<String, Route>>,
     sub_tx: mpsc::UnboundedSender<SubCommand>,
+    /// The connection publishes go on: made by the bridge once a reconnect's
+    /// republish is done, dropped when it loses Redis (`writer`).
+    publish_conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
     /// Each channel's publishes and history reads waiting to go (`writer`).
     writes: Mutex<HashMap<String, writer::Queue>>,
     /// This node's own records, written again after Redis comes back.
@@ -245,6 +248,7 @@ impl Shard {
             commands,
             routes: Mutex::new(HashMap::new()),
             sub_tx,
+            publish_conn: Mutex::new(None),
             writes: Mutex::new(HashMap::new()),
             own_members: Mutex::new(HashMap::new()),
             own_users: Mutex::new(HashMap::new()),

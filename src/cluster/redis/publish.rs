@@ -49,9 +49,14 @@ impl Inner {
                 })
                 .collect()
         };
+        let mut conn = self.conn();
         for (key, envelope, cap, entry) in &waiting {
-            self.publish_batch(key, std::iter::once((&envelope[..], *cap, &entry[..])))
-                .await?;
+            self.publish_batch(
+                &mut conn,
+                key,
+                std::iter::once((&envelope[..], *cap, &entry[..])),
+            )
+            .await?;
         }
         if !waiting.is_empty() {
             tracing::info!(

@@ -136,8 +136,9 @@ impl Inner {
     }
 
     /// One script call for a batch of broadcasts of one channel, in order.
-    pub(super) async fn publish_batch<'a>(
+    pub(super) async fn publish_batch<'a, C: redis::aio::ConnectionLike>(
         &self,
+        conn: &mut C,
         key: &ChannelKey,
         batch: impl Iterator<Item = (&'a [u8], usize, &'a [u8])>,
     ) -> redis::RedisResult<i64> {
@@ -150,8 +151,7 @@ impl Inner {
         for (envelope, cap, entry) in batch {
             invocation.arg(envelope).arg(cap).arg(entry);
         }
-        let mut conn = self.conn();
-        invocation.invoke_async(&mut conn).await
+        invocation.invoke_async(conn).await
     }
 }
 
@@ -167,23 +167,28 @@ async fn drain(inner: Arc<Inner>, key: ChannelKey, topic: String) {
             }
             Step::Publish(batch) => {
                 let started = std::time::Instant::now();
-                // Nothing goes between a lost connection and the end of the
-                // reconnect's republish: receivers tell repeats by each node's
-                // sequence, so this node's broadcasts must reach Redis in order.
-                let sent = if !inner.connected.load(Ordering::Acquire) {
-                    Err(redis::RedisError::from((
+                // Only on the connection of the bridge's current session with Redis,
+                // made after the reconnect's republish: receivers tell repeats by each
+                // node's sequence, so nothing newer from this node may reach a new
+                // Redis before what is republished (a self-healing connection would
+                // carry a batch queued before the loss over to the new server).
+                let conn = inner.publish_conn.lock().clone();
+                let sent = match conn {
+                    None => Err(redis::RedisError::from((
                         redis::ErrorKind::Io,
                         "Redis unreachable",
-                    )))
-                } else {
-                    inner
-                        .publish_batch(
-                            &key,
-                            batch
-                                .iter()
-                                .map(|(p, _)| (&p.envelope[..], p.history_cap, &p.entry[..])),
-                        )
-                        .await
+                    ))),
+                    Some(mut conn) => {
+                        inner
+                            .publish_batch(
+                                &mut conn,
+                                &key,
+                                batch
+                                    .iter()
+                                    .map(|(p, _)| (&p.envelope[..], p.history_cap, &p.entry[..])),
+                            )
+                            .await
+                    }
                 };
                 if sent.is_ok() {
                     crate::metrics::redis_roundtrip(started.elapsed());
