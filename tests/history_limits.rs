@@ -137,3 +137,23 @@ async fn a_message_the_resend_buffer_cannot_hold_is_refused_not_dropped_later() 
     c.message("chat/resend", json!("small")).await;
     assert_eq!(c.expect("message").await["payload"], "small");
 }
+
+/// The queue of broadcasts waiting for Redis is bounded in bytes too
+/// (`cluster.resend_buffer_bytes`), also for a channel this node has no member of (a
+/// backend's event, which no echo confirms): what does not fit is refused with 503,
+/// never queued without bound.
+#[tokio::test]
+async fn an_event_the_write_queue_cannot_hold_is_refused() {
+    let redis = Redis::start().await;
+    let opts = Opts {
+        extra_cluster: "resend_buffer_bytes = 2048".into(),
+        ..Opts::default()
+    };
+    let node = Node::start("a", &redis, &opts).await;
+    let big = json!({"channel": "chat/nobody", "event": "big", "data": {"fill": "e".repeat(4096)}});
+    let (status, body) = node.publish(&big).await;
+    assert_eq!(status, 503, "{body}");
+    let small = json!({"channel": "chat/nobody", "event": "small", "data": 1});
+    let (status, body) = node.publish(&small).await;
+    assert_eq!(status, 202, "{body}");
+}

@@ -86,6 +86,9 @@ struct Inner {
     publish_conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
     /// Each channel's publishes and history reads waiting to go (`writer`).
     writes: Mutex<HashMap<String, writer::Queue>>,
+    /// Bytes of the publishes in `writes`, and their bound (`cluster.resend_buffer_bytes`).
+    queued_bytes: std::sync::atomic::AtomicUsize,
+    queue_limit: usize,
     /// This node's own records, written again after Redis comes back.
     own_members: Mutex<HashMap<(String, String), (String, String)>>,
     own_users: Mutex<HashMap<(String, String), usize>>,
@@ -250,6 +253,8 @@ impl Shard {
             sub_tx,
             publish_conn: Mutex::new(None),
             writes: Mutex::new(HashMap::new()),
+            queued_bytes: std::sync::atomic::AtomicUsize::new(0),
+            queue_limit: config.resend_buffer_bytes,
             own_members: Mutex::new(HashMap::new()),
             own_users: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),

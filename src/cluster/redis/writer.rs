@@ -53,6 +53,12 @@ pub(super) struct Prepared {
     pub(super) tracked: Option<String>,
 }
 
+impl Prepared {
+    pub(super) fn size(&self) -> usize {
+        self.envelope.len() + self.entry.len()
+    }
+}
+
 pub(super) enum Write {
     Publish(Prepared, oneshot::Sender<Result<(), EngineError>>),
     History(oneshot::Sender<Result<Vec<Vec<u8>>, EngineError>>),
@@ -84,6 +90,17 @@ impl Inner {
         }
     }
 
+    /// Room in the write queues for `bytes` more (`cluster.resend_buffer_bytes`):
+    /// when Redis answers slower than the node publishes, new broadcasts are
+    /// refused (`Service unavailable` to their sender) rather than queued unbounded.
+    fn take_queue_room(&self, bytes: usize) -> bool {
+        self.queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + bytes <= self.queue_limit).then_some(queued + bytes)
+            })
+            .is_ok()
+    }
+
     /// The next step of a channel's queue; None (and the queue forgotten) when empty.
     fn next_step(&self, topic: &str) -> Option<Step> {
         let mut queues = self.writes.lock();
@@ -95,13 +112,13 @@ impl Inner {
             }
             Some(Write::History(done)) => Some(Step::History(done)),
             Some(Write::Publish(first, done)) => {
-                let mut bytes = first.envelope.len() + first.entry.len();
+                let mut bytes = first.size();
                 let mut batch = vec![(first, done)];
                 while batch.len() < BATCH_COUNT {
                     let Some(Write::Publish(next, _)) = queue.items.front() else {
                         break;
                     };
-                    let size = next.envelope.len() + next.entry.len();
+                    let size = next.size();
                     if bytes + size > BATCH_BYTES {
                         break;
                     }
@@ -110,6 +127,7 @@ impl Inner {
                         batch.push((next, done));
                     }
                 }
+                self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
                 Some(Step::Publish(batch))
             }
         }
@@ -129,6 +147,9 @@ impl Inner {
             entry: Vec::new(),
             tracked: None,
         };
+        // A swept member's leave is not refused for room: it is counted all the same.
+        self.queued_bytes
+            .fetch_add(prepared.size(), Ordering::AcqRel);
         self.queue_write(key, Write::Publish(prepared, done));
         answer
             .await
@@ -247,6 +268,13 @@ impl Broker for Shard {
             entry,
             tracked: tracked.then_some(mid),
         };
+        if !inner.take_queue_room(prepared.size()) {
+            if let Some(mid) = &prepared.tracked {
+                inner.pending.lock().remove(mid);
+            }
+            crate::metrics::dropped("write_queue_full");
+            return refused("write queue full");
+        }
         inner.queue_write(key, writer::Write::Publish(prepared, done));
         Box::pin(async move {
             answer
