@@ -116,18 +116,24 @@ async fn a_full_redis_evicts_history_and_the_cluster_keeps_chatting() {
     assert_eq!(node.readyz().await, Some(200));
 }
 
-/// Issue 12, item 6: the buffer of broadcasts Redis accepted but this node has not
-/// seen come back (kept to publish again after a reconnect) is bounded in bytes;
-/// when a message would not fit, it is refused with `Service unavailable`, never an
-/// older accepted one forgotten.
-#[tokio::test]
-async fn a_message_the_resend_buffer_cannot_hold_is_refused_not_dropped_later() {
+/// One node on its own Redis, with `cluster.resend_buffer_bytes` of 2 KiB.
+async fn node_with_a_2_kib_buffer() -> (Redis, Node) {
     let redis = Redis::start().await;
     let opts = Opts {
         extra_cluster: "resend_buffer_bytes = 2048".into(),
         ..Opts::default()
     };
     let node = Node::start("a", &redis, &opts).await;
+    (redis, node)
+}
+
+/// Issue 12, item 6: the buffer of broadcasts Redis accepted but this node has not
+/// seen come back (kept to publish again after a reconnect) is bounded in bytes;
+/// when a message would not fit, it is refused with `Service unavailable`, never an
+/// older accepted one forgotten.
+#[tokio::test]
+async fn a_message_the_resend_buffer_cannot_hold_is_refused_not_dropped_later() {
+    let (_redis, node) = node_with_a_2_kib_buffer().await;
     let mut c = node.client().await;
     c.join("chat/resend", false, false).await;
     c.message("chat/resend", json!({"fill": "r".repeat(4096)}))
@@ -144,12 +150,7 @@ async fn a_message_the_resend_buffer_cannot_hold_is_refused_not_dropped_later() 
 /// never queued without bound.
 #[tokio::test]
 async fn an_event_the_write_queue_cannot_hold_is_refused() {
-    let redis = Redis::start().await;
-    let opts = Opts {
-        extra_cluster: "resend_buffer_bytes = 2048".into(),
-        ..Opts::default()
-    };
-    let node = Node::start("a", &redis, &opts).await;
+    let (_redis, node) = node_with_a_2_kib_buffer().await;
     let big = json!({"channel": "chat/nobody", "event": "big", "data": {"fill": "e".repeat(4096)}});
     let (status, body) = node.publish(&big).await;
     assert_eq!(status, 503, "{body}");
