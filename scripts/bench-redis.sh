@@ -12,11 +12,14 @@
 # shard's CPU from the mean, in %).
 #
 #   scripts/bench-redis.sh [shards (default 1)] [channels (default 2000)] [rate per channel (default 20)]
+#   scripts/bench-redis.sh cluster [channels] [rate]   (a 3-master Redis Cluster instead)
 # Environment: DURATION (s, default 10), BROKER (the broker binary to measure),
 # HISTORY=1 (keep the demo rule's history of 100: the script then also appends history).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARDS=${1:-1}
+CLUSTER=
+if [ "$SHARDS" = cluster ]; then CLUSTER=1; SHARDS=3; fi
 CHANNELS=${2:-2000}
 RATE=${3:-20}
 DURATION=${DURATION:-10}
@@ -30,9 +33,20 @@ trap cleanup EXIT
 
 ports=()
 for i in $(seq 1 "$SHARDS"); do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  # A free port whose cluster bus port (+10000) is free too.
+  port=$(python3 -c '
+import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    if p + 10000 < 65536:
+        b = socket.socket()
+        try:
+            b.bind(("127.0.0.1", p + 10000)); print(p); break
+        except OSError: pass')
+  cluster_args=()
+  [ -n "$CLUSTER" ] && cluster_args=(--cluster-enabled yes --cluster-config-file "$dir/nodes-$port.conf")
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-    >"$dir/redis-$port.log" 2>&1 &
+    "${cluster_args[@]}" >"$dir/redis-$port.log" 2>&1 &
   pids+=($!)
   ports+=("$port")
 done
@@ -41,13 +55,24 @@ for port in "${ports[@]}"; do
 done
 
 urls=$(printf '"redis://127.0.0.1:%s",' "${ports[@]}")
-export SWITCHBOARD__CLUSTER__REDIS_SHARDS="[${urls%,}]"
+if [ -n "$CLUSTER" ]; then
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas 0 \
+    --cluster-yes >/dev/null
+  for port in "${ports[@]}"; do
+    for _ in $(seq 200); do
+      redis-cli -p "$port" cluster info | grep -q cluster_state:ok && break; sleep 0.05
+    done
+  done
+  export SWITCHBOARD__CLUSTER__REDIS_CLUSTER="[${urls%,}]"
+else
+  export SWITCHBOARD__CLUSTER__REDIS_SHARDS="[${urls%,}]"
+fi
 
 # commandstats and process CPU of one server, as "script_usec publish_calls cpu_usec".
 sample() {
   redis-cli -p "$1" info all | tr -d '\r' | awk -F'[:=,]' '
     /^cmdstat_evalsha:|^cmdstat_eval:/ { for (i = 2; i <= NF; i++) if ($i == "usec") script += $(i+1) }
-    /^cmdstat_publish:/ { for (i = 2; i <= NF; i++) if ($i == "calls") publishes += $(i+1) }
+    /^cmdstat_publish:|^cmdstat_spublish:/ { for (i = 2; i <= NF; i++) if ($i == "calls") publishes += $(i+1) }
     /^used_cpu_sys:|^used_cpu_user:/ { cpu += $2 * 1000000 }
     END { printf "%d %d %d\n", script, publishes, cpu }'
 }

@@ -101,13 +101,19 @@ impl Config {
         Ok(())
     }
 
-    /// Where Redis is: one URL or a list of shards, never both; a CA file only for TLS.
+    /// Where Redis is: one URL, a list of shards or a Redis Cluster's seeds, never
+    /// two of them; a CA file only for TLS.
     fn validate_redis(&self) -> Result<(), ConfigError> {
         let cluster = &self.cluster;
-        if !cluster.redis_url.is_empty() && !cluster.redis_shards.is_empty() {
+        let set = [
+            !cluster.redis_url.is_empty(),
+            !cluster.redis_shards.is_empty(),
+            !cluster.redis_cluster.is_empty(),
+        ];
+        if set.iter().filter(|&&s| s).count() > 1 {
             return Err(invalid(
-                "cluster.redis_shards",
-                "set either cluster.redis_url or cluster.redis_shards, not both",
+                cluster.redis_key(),
+                "set one of cluster.redis_url, cluster.redis_shards and cluster.redis_cluster",
             ));
         }
         let urls = cluster.redis_urls();
@@ -116,20 +122,30 @@ impl Config {
                 .iter()
                 .any(|scheme| u.starts_with(scheme))
         }) {
-            let key = if cluster.redis_shards.is_empty() {
-                "cluster.redis_url"
-            } else {
-                "cluster.redis_shards"
-            };
             return Err(invalid(
-                key,
+                cluster.redis_key(),
                 format!("{bad:?} is not a redis://, rediss:// or unix:// URL"),
             ));
+        }
+        if !cluster.redis_cluster.is_empty() {
+            if !(1..=1024).contains(&cluster.redis_cluster_partitions) {
+                return Err(invalid(
+                    "cluster.redis_cluster_partitions",
+                    "must be between 1 and 1024",
+                ));
+            }
+            // The keys' hash tags are ours: a brace in the prefix would make its own.
+            if cluster.prefix.contains(['{', '}']) {
+                return Err(invalid(
+                    "cluster.prefix",
+                    "may not contain { or } with cluster.redis_cluster",
+                ));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         if let Some(twice) = urls.iter().find(|u| !seen.insert(*u)) {
             return Err(invalid(
-                "cluster.redis_shards",
+                cluster.redis_key(),
                 format!("{twice:?} is listed twice"),
             ));
         }

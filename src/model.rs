@@ -126,6 +126,10 @@ pub struct ClusterConfig {
     /// Independent Redis servers: each channel (and each user's connection count)
     /// lives on one, chosen by a consistent hash (docs/protocol.md section 11).
     pub redis_shards: Vec<String>,
+    /// A Redis Cluster: its seed nodes. Channels are spread over
+    /// `redis_cluster_partitions` hash tags, each a slot of the cluster.
+    pub redis_cluster: Vec<String>,
+    pub redis_cluster_partitions: usize,
     pub prefix: String,
     pub presence_ttl_s: u64,
     /// How long an idle channel's history is kept.
@@ -139,11 +143,25 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     /// Every Redis the cluster uses, in shard order (empty: memory).
+    /// (With `redis_cluster`, its seed nodes.)
     pub fn redis_urls(&self) -> Vec<&str> {
-        if self.redis_url.is_empty() {
-            self.redis_shards.iter().map(String::as_str).collect()
-        } else {
+        if !self.redis_url.is_empty() {
             vec![self.redis_url.as_str()]
+        } else if !self.redis_cluster.is_empty() {
+            self.redis_cluster.iter().map(String::as_str).collect()
+        } else {
+            self.redis_shards.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// The configuration key that names the Redis servers in use.
+    pub fn redis_key(&self) -> &'static str {
+        if !self.redis_cluster.is_empty() {
+            "cluster.redis_cluster"
+        } else if !self.redis_shards.is_empty() {
+            "cluster.redis_shards"
+        } else {
+            "cluster.redis_url"
         }
     }
 }
@@ -153,6 +171,8 @@ impl Default for ClusterConfig {
         Self {
             redis_url: String::new(),
             redis_shards: Vec::new(),
+            redis_cluster: Vec::new(),
+            redis_cluster_partitions: 12,
             prefix: "switchboard:".into(),
             presence_ttl_s: 10,
             history_ttl_s: 86_400,

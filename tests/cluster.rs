@@ -1065,7 +1065,8 @@ async fn member_keys(port: u16) -> BTreeSet<String> {
         .await
         .expect("a connection to the test redis");
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{PREFIX}demo:m:chat/spread-*"))
+        // `*`: under Redis Cluster a partition's hash tag follows the prefix.
+        .arg(format!("{PREFIX}*demo:m:chat/spread-*"))
         .query_async(&mut c)
         .await
         .expect("KEYS");

@@ -132,7 +132,18 @@ fn redis_topology_is_one_url_or_distinct_shards() {
         (
             r#"redis_url = "redis://a"
 redis_shards = ["redis://b"]"#,
-            "not both",
+            "set one of",
+        ),
+        (
+            r#"redis_cluster = ["redis://a"]
+redis_shards = ["redis://b"]"#,
+            "set one of",
+        ),
+        (r#"redis_cluster = ["tcp://a"]"#, "cluster.redis_cluster"),
+        (
+            r#"redis_cluster = ["redis://a"]
+redis_cluster_partitions = 0"#,
+            "cluster.redis_cluster_partitions",
         ),
         (
             r#"redis_shards = ["redis://a", "redis://a"]"#,
@@ -151,4 +162,19 @@ redis_shards = ["redis://b"]"#,
     )];
     let c = Config::from_toml_with_env(EMBEDDED_DEFAULT, vars).unwrap();
     assert_eq!(c.cluster.redis_urls(), ["redis://x:1", "redis://y:2"]);
+    let seeds = with(r#"redis_cluster = ["redis://c1:7000", "redis://c2:7000"]"#).unwrap();
+    assert_eq!(
+        seeds.cluster.redis_urls(),
+        ["redis://c1:7000", "redis://c2:7000"]
+    );
+    assert_eq!(seeds.cluster.redis_cluster_partitions, 12);
+    // The prefix may not bring a hash tag of its own into the cluster's keys.
+    let braced = EMBEDDED_DEFAULT
+        .replace(
+            "redis_url = \"\"          # empty: one node, everything in memory",
+            r#"redis_cluster = ["redis://a"]"#,
+        )
+        .replace("prefix = \"switchboard:\"", "prefix = \"sb{x}:\"");
+    let err = Config::from_toml(&braced).unwrap_err().to_string();
+    assert!(err.contains("cluster.prefix"), "{err}");
 }

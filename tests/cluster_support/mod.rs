@@ -57,6 +57,25 @@ pub fn redis_port() -> u16 {
     free_port()
 }
 
+/// A port for a Redis Cluster node: its cluster bus (port + 10000) must stay
+/// outside the ephemeral range too, or a client's connection may take it while
+/// the node is down and the restarted node never rejoins.
+pub fn redis_cluster_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    for _ in 0..1000 {
+        let port = redis_port();
+        if u32::from(port) + 10_000 < u32::from(low)
+            && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no port for a Redis Cluster node below {}", low - 10_000);
+}
+
 /// A unique path in the temp dir.
 pub use crate::common::process::broker_command;
 use crate::common::process::{http_status, temp_path, wait_status};
@@ -70,37 +89,157 @@ fn print_log(what: &str, path: &std::path::Path) {
 // Redis
 
 /// The cluster's Redis: one redis-server, or (with `SWITCHBOARD_TEST_REDIS=shards`)
-/// two independent ones that the nodes use as `cluster.redis_shards`. `port`, `url`
-/// and `conn` name the first; `kill` and `restart` act on all of them.
+/// two independent ones that the nodes use as `cluster.redis_shards`, or (with
+/// `SWITCHBOARD_TEST_REDIS=cluster`) a Redis Cluster of three masters, the nodes'
+/// `cluster.redis_cluster`. `port`, `url` and `conn` name the first; `kill` and
+/// `restart` act on all of them.
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
     log: PathBuf,
     /// More `redis-server` arguments, kept for restarts.
     extra_args: Vec<String>,
-    /// The other shards.
+    /// A Redis Cluster node: its `nodes.conf`, kept across restarts.
+    cluster_config: Option<PathBuf>,
+    /// The other shards, or the cluster's other masters.
     more: Vec<Redis>,
 }
 
+/// The Redis topology of the cluster tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    One,
+    Shards,
+    Cluster,
+}
+
 /// Which topology `Redis::start` builds: `SWITCHBOARD_TEST_REDIS` = `one` (the
-/// default) or `shards`.
-pub fn sharded() -> bool {
+/// default), `shards` or `cluster`.
+pub fn topology() -> Topology {
     match std::env::var("SWITCHBOARD_TEST_REDIS").as_deref() {
-        Ok("shards") => true,
-        Ok("one") | Err(_) => false,
-        Ok(other) => panic!("SWITCHBOARD_TEST_REDIS={other}: expected one or shards"),
+        Ok("shards") => Topology::Shards,
+        Ok("cluster") => Topology::Cluster,
+        Ok("one") | Err(_) => Topology::One,
+        Ok(other) => panic!("SWITCHBOARD_TEST_REDIS={other}: expected one, shards or cluster"),
     }
 }
 
+pub fn sharded() -> bool {
+    topology() == Topology::Shards
+}
+
 impl Redis {
-    /// Start a fresh Redis (one server, or two shards, see `sharded`) on free ports;
-    /// fails the test if there is no redis-server on PATH.
+    /// Start a fresh Redis (one server, two shards or a cluster, see `topology`)
+    /// on free ports; fails the test if there is no redis-server on PATH.
     pub async fn start() -> Redis {
-        let mut redis = Redis::start_with(&[]).await;
-        if sharded() {
-            redis.more.push(Redis::start_with(&[]).await);
+        match topology() {
+            Topology::One => Redis::start_with(&[]).await,
+            Topology::Shards => {
+                let mut redis = Redis::start_with(&[]).await;
+                redis.more.push(Redis::start_with(&[]).await);
+                redis
+            }
+            Topology::Cluster => Redis::start_cluster().await,
         }
-        redis
+    }
+
+    /// Three cluster-enabled servers, made one Redis Cluster of three masters
+    /// (`redis-cli --cluster create`), ready when every node says `cluster_state:ok`.
+    pub async fn start_cluster() -> Redis {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let mut first = Redis::start_node().await;
+            first.more.push(Redis::start_node().await);
+            first.more.push(Redis::start_node().await);
+            let ports = first.shard_ports();
+            let created = Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("redis-cli (from the redis-tools package) runs");
+            if !created.status.success() {
+                last = String::from_utf8_lossy(&created.stdout).into_owned();
+                continue;
+            }
+            match first.cluster_ok().await {
+                Ok(()) => return first,
+                Err(e) => last = e,
+            }
+        }
+        panic!("no Redis Cluster: {last}");
+    }
+
+    /// A cluster-enabled redis-server on a port of its own.
+    async fn start_node() -> Redis {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut r = Redis::unstarted();
+            r.port = redis_cluster_port();
+            r.cluster_config = Some(temp_path("redis-nodes", "conf"));
+            match r.spawn().await {
+                Ok(()) => return r,
+                Err(e) => last = e,
+            }
+        }
+        panic!("redis-server (cluster node) did not start: {last}");
+    }
+
+    /// Wait until every node of the cluster says `cluster_state:ok` and knows
+    /// every slot.
+    pub async fn cluster_ok(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut info = String::new();
+        loop {
+            let mut ok = true;
+            for port in self.shard_ports() {
+                info = cluster_info(port).await.unwrap_or_default();
+                ok &= info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384");
+            }
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the cluster is not ok within 20 s: {info}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster_config.is_some()
+    }
+
+    /// The `i`-th server (0: this one, then `more`).
+    fn server_mut(&mut self, i: usize) -> &mut Redis {
+        if i == 0 {
+            self
+        } else {
+            &mut self.more[i - 1]
+        }
+    }
+
+    /// SIGKILL the `i`-th server only (a cluster's master, a shard).
+    pub fn kill_server(&mut self, i: usize) {
+        let r = self.server_mut(i);
+        if let Some(mut c) = r.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start the `i`-th server again on its port (with its `nodes.conf`), and for a
+    /// cluster wait until it is whole again.
+    pub async fn restart_server(&mut self, i: usize) {
+        if let Err(e) = self.server_mut(i).spawn().await {
+            panic!("server {i} did not restart: {e}");
+        }
+        if self.is_cluster() {
+            self.cluster_ok().await.expect("the cluster is whole again");
+        }
     }
 
     /// `start`, with more `redis-server` arguments (`--maxmemory 3mb`, …).
@@ -112,6 +251,7 @@ impl Redis {
                 child: None,
                 log: temp_path("redis", "log"),
                 extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+                cluster_config: None,
                 more: Vec::new(),
             };
             match r.spawn().await {
@@ -129,6 +269,7 @@ impl Redis {
             child: None,
             log: temp_path("redis", "log"),
             extra_args: Vec::new(),
+            cluster_config: None,
             more: Vec::new(),
         }
     }
@@ -142,9 +283,17 @@ impl Redis {
             .append(true)
             .open(&self.log)
             .expect("open the redis log");
+        let mut cluster_args = Vec::new();
+        if let Some(conf) = &self.cluster_config {
+            cluster_args.extend(["--cluster-enabled".into(), "yes".into()]);
+            cluster_args.extend(["--cluster-node-timeout".into(), "2000".into()]);
+            cluster_args.push("--cluster-config-file".into());
+            cluster_args.push(conf.display().to_string());
+        }
         let child = Command::new("redis-server")
             .arg("--port")
             .arg(self.port.to_string())
+            .args(&cluster_args)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -199,6 +348,9 @@ impl Redis {
         for shard in &mut self.more {
             Box::pin(shard.try_restart()).await?;
         }
+        if self.is_cluster() {
+            self.cluster_ok().await?;
+        }
         Ok(())
     }
 
@@ -229,7 +381,12 @@ impl Redis {
             .chain(self.more.iter().map(|s| s.url()))
             .map(|u| format!("\"{u}\""))
             .collect();
-        format!("redis_shards = [{}]", urls.join(", "))
+        let key = if self.is_cluster() {
+            "redis_cluster"
+        } else {
+            "redis_shards"
+        };
+        format!("{key} = [{}]", urls.join(", "))
     }
 
     pub fn url(&self) -> String {
@@ -257,6 +414,26 @@ impl Redis {
 
     /// `XADD switchboard:publish-stream * event <envelope>`; answers the entry id.
     pub async fn xadd_event(&self, envelope: &Value) -> String {
+        if self.is_cluster() {
+            let urls: Vec<String> = self
+                .shard_ports()
+                .iter()
+                .map(|p| format!("redis://127.0.0.1:{p}"))
+                .collect();
+            let mut c = redis::cluster::ClusterClient::new(urls)
+                .unwrap()
+                .get_async_connection()
+                .await
+                .expect("a connection to the test Redis Cluster");
+            return redis::cmd("XADD")
+                .arg(format!("{PREFIX}publish-stream"))
+                .arg("*")
+                .arg("event")
+                .arg(envelope.to_string())
+                .query_async(&mut c)
+                .await
+                .expect("XADD");
+        }
         let mut c = self.conn().await;
         redis::cmd("XADD")
             .arg(format!("{PREFIX}publish-stream"))
@@ -276,7 +453,30 @@ impl Drop for Redis {
         }
         self.kill();
         let _ = std::fs::remove_file(&self.log);
+        if let Some(conf) = &self.cluster_config {
+            let _ = std::fs::remove_file(conf);
+        }
     }
+}
+
+/// `CLUSTER INFO` of the node on the port.
+pub async fn cluster_info(port: u16) -> Option<String> {
+    let attempt = async {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .ok()?
+            .get_multiplexed_async_connection()
+            .await
+            .ok()?;
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async::<String>(&mut c)
+            .await
+            .ok()
+    };
+    tokio::time::timeout(Duration::from_secs(1), attempt)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The `process_id` that the Redis on the port reports in `INFO server`.

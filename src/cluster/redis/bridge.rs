@@ -3,6 +3,7 @@
 //! reconnect recovers from each channel's stream what it missed, so delivery has
 //! no gap and no repeat.
 
+use super::subscriber::{self, Incoming};
 use super::*;
 
 /// A stream entry id `ms-seq`, ordered.
@@ -91,7 +92,7 @@ impl Inner {
         if topic == own.answers {
             return self.on_answer(payload);
         }
-        if topic == own.events {
+        if Some(topic) == own.events.as_deref() {
             let sink = self.events.lock().clone();
             if let Some(sink) = sink {
                 actix_rt::spawn(sink(Bytes::copy_from_slice(payload), false));
@@ -204,9 +205,20 @@ impl Inner {
 pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<SubCommand>) {
     let mut logged_down = false;
     let mut disconnected_at = now_ms();
+    // Whether Redis lost its data since the last republish. Kept until a republish
+    // succeeds: a reconnect may see the new Redis, then fail a later step (a Redis
+    // Cluster answers INFO before every master is back), and the next attempt would
+    // see the same run_id and think nothing was lost.
+    let mut restarted_since_republish = false;
     loop {
-        let pubsub = match inner.client.get_async_pubsub().await {
-            Ok(p) => p,
+        let connected = match inner.owner_client().await {
+            Ok(client) => subscriber::connect(&inner, &client)
+                .await
+                .map(|(sink, stream)| (client, sink, stream)),
+            Err(e) => Err(e),
+        };
+        let (client, mut sink, mut stream) = match connected {
+            Ok(c) => c,
             Err(e) => {
                 if !logged_down {
                     tracing::warn!(error = %e, "Redis unreachable; not ready until it is");
@@ -217,9 +229,8 @@ pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
                 continue;
             }
         };
-        let (mut sink, mut stream) = pubsub.split();
-        let restarted = match inner.redis_restarted().await {
-            Ok(restarted) => restarted,
+        match inner.redis_restarted().await {
+            Ok(restarted) => restarted_since_republish |= restarted,
             Err(e) => {
                 tracing::warn!(error = %e, "INFO server failed");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -236,8 +247,9 @@ pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
             routes.keys().cloned().collect()
         };
         let own = &inner.own_topics;
-        topics.extend([own.events.clone(), own.control.clone(), own.answers.clone()]);
-        if let Err(e) = sink.subscribe(&topics).await {
+        topics.extend(own.events.clone());
+        topics.extend([own.control.clone(), own.answers.clone()]);
+        if let Err(e) = sink.subscribe_all(&topics).await {
             tracing::warn!(error = %e, "resubscribe failed");
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -247,14 +259,14 @@ pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        if let Err(e) = inner.republish_pending(restarted).await {
+        if let Err(e) = inner.republish_pending(restarted_since_republish).await {
             tracing::warn!(error = %e, "republishing failed");
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
+        restarted_since_republish = false;
         inner.recover(disconnected_at).await;
-        match inner
-            .client
+        match client
             .get_multiplexed_async_connection_with_config(&publish_conn_config())
             .await
         {
@@ -272,16 +284,32 @@ pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => inner.route(msg.get_channel_name(), msg.get_payload_bytes()),
-                    None => break,
+                    Incoming::Classic(msg) => {
+                        inner.route(msg.get_channel_name(), msg.get_payload_bytes())
+                    }
+                    Incoming::Push(data) => {
+                        if let [redis::Value::BulkString(topic), redis::Value::BulkString(payload), ..] =
+                            &data[..]
+                        {
+                            if let Ok(topic) = std::str::from_utf8(topic) {
+                                inner.route(topic, payload);
+                            }
+                        }
+                    }
+                    Incoming::Unsubscribed(topic) => {
+                        if !sink.asked_to_unsubscribe(&topic) {
+                            // The slot moved to another master: follow it.
+                            tracing::info!(topic, "Redis Cluster moved the slot; reconnecting");
+                            break;
+                        }
+                    }
+                    Incoming::Lost => break,
                 },
                 cmd = commands.recv() => match cmd {
                     Some(SubCommand::Subscribe(topic, ack)) => {
                         let _ = ack.send(sink.subscribe(&topic).await.map_err(unavailable));
                     }
-                    Some(SubCommand::Unsubscribe(topic)) => {
-                        let _ = sink.unsubscribe(&topic).await;
-                    }
+                    Some(SubCommand::Unsubscribe(topic)) => sink.unsubscribe(&topic).await,
                     None => return,
                 },
             }

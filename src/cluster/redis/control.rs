@@ -44,7 +44,11 @@ impl Inner {
             };
             let body = serde_json::to_vec(&answer).unwrap_or_default();
             let mut conn = inner.conn();
-            let sent: redis::RedisResult<i64> = conn.publish(&request.reply_to, body).await;
+            let sent: redis::RedisResult<i64> = redis::cmd(inner.publish_command())
+                .arg(&request.reply_to)
+                .arg(body)
+                .query_async(&mut conn)
+                .await;
             if let Err(e) = sent {
                 tracing::warn!(error = %e, "control answer not sent");
             }
@@ -79,7 +83,11 @@ impl Control for Shard {
             };
             let body = serde_json::to_vec(&request).map_err(unavailable)?;
             let mut conn = inner.conn();
-            let nodes: Result<usize, _> = conn.publish(&inner.own_topics.control, body).await;
+            let nodes: Result<usize, _> = redis::cmd(inner.publish_command())
+                .arg(&inner.own_topics.control)
+                .arg(body)
+                .query_async(&mut conn)
+                .await;
             let nodes = match nodes {
                 Ok(n) => n,
                 Err(e) => {

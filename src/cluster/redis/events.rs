@@ -3,20 +3,20 @@
 
 use super::*;
 
-/// Backends' durable path: `XADD P publish-stream * event <json>`, read through a
+/// Backends' durable path: `XADD P publish-stream * event <json>` (under Redis
+/// Cluster also `P publish-stream:{n}`, one per partition), read through a
 /// consumer group so each entry is published once, even if it was added while every
 /// node was down. Entries a dead node had claimed are taken over after 30 s.
 pub(super) async fn durable_events(inner: Arc<Inner>) {
-    let stream = inner.events_stream();
+    let stream = inner.events_stream.clone();
     let group = "switchboard";
     // Its own connection: a blocking read would stall the shared command connection.
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(1);
-    let Ok(mut conn) = ConnectionManager::new_lazy_with_config(inner.client.clone(), config) else {
-        tracing::error!("durable events: cannot create a Redis connection");
-        return;
+    let mut conn = match inner.blocking_commands(&stream) {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::error!(error = %e, "durable events: cannot create a Redis connection");
+            return;
+        }
     };
     let mut group_ready = false;
     // Our own unacknowledged entries are read first (after a start or a failure).

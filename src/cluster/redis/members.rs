@@ -148,7 +148,11 @@ impl Membership for Shard {
         Box::pin(async move {
             let mut conn = inner.conn();
             let topics: Vec<String> = redis::cmd("PUBSUB")
-                .arg("CHANNELS")
+                .arg(if inner.sharded_pubsub {
+                    "SHARDCHANNELS"
+                } else {
+                    "CHANNELS"
+                })
                 .arg(pattern)
                 .query_async(&mut conn)
                 .await

@@ -30,9 +30,12 @@ mod bridge;
 mod control;
 mod events;
 mod members;
+mod place;
 mod presence;
 mod publish;
 mod shards;
+mod subscriber;
+mod topology;
 mod webhooks;
 mod writer;
 
@@ -52,6 +55,7 @@ use actix::Recipient;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
+use place::{Place, Server};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde_json::value::RawValue;
@@ -60,6 +64,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
+use topology::Commands;
 
 const ADMIT_USER_LUA: &str = r#"
 local sum = 0
@@ -71,12 +76,19 @@ return 1
 "#;
 
 struct Inner {
-    client: redis::Client,
+    /// Where this shard's Redis is (`topology`).
+    server: Server,
+    /// Every key and topic of the shard starts with it: `cluster.prefix`, and
+    /// under Redis Cluster the partition's hash tag (`P{tag}`).
     prefix: String,
+    /// Redis Cluster: `SPUBLISH` and `SSUBSCRIBE`, so topics spread over masters.
+    sharded_pubsub: bool,
+    /// The stream backends add durable events to (`events`).
+    events_stream: String,
     node_id: String,
     presence_ttl: Duration,
     history_ttl_ms: u64,
-    commands: ConnectionManager,
+    commands: Commands,
     /// Topic -> channel actors on this node (two briefly, while one stops and
     /// another starts) and what was delivered.
     routes: Mutex<HashMap<String, Route>>,
@@ -120,8 +132,9 @@ struct Inner {
 
 /// The pub/sub topics every node listens to besides its channels'.
 struct OwnTopics {
-    /// `P publish`: backends' events.
-    events: String,
+    /// `P publish`: backends' events (under Redis Cluster a classic topic, which
+    /// reaches every master: only the first partition listens).
+    events: Option<String>,
     /// `P control`: server API commands for every node.
     control: String,
     /// `P control:N`: answers to this node's commands.
@@ -186,12 +199,17 @@ impl Inner {
     fn recovery_stream(&self, key: &ChannelKey) -> String {
         format!("{}{}:s:{}", self.prefix, key.app, key.channel)
     }
-    fn events_stream(&self) -> String {
-        format!("{}publish-stream", self.prefix)
+    fn conn(&self) -> Commands {
+        self.commands.clone()
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.commands.clone()
+    /// The command that publishes to a topic of this shard.
+    fn publish_command(&self) -> &'static str {
+        if self.sharded_pubsub {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
     }
 
     fn next_mid(&self) -> String {
@@ -218,37 +236,39 @@ fn client(url: &str, config: &crate::config::ClusterConfig) -> Result<redis::Cli
 }
 
 impl Shard {
-    /// Connect to the Redis at `url` as node `node_id` and start the shard's
-    /// background tasks (call inside an actix system). Never fails on an unreachable
-    /// Redis: the node starts and is not ready until it connects.
+    /// Start a shard at `place` as node `node_id`, with its background tasks (call
+    /// inside an actix system). Never fails on an unreachable Redis: the node
+    /// starts and is not ready until it connects.
     fn start(
         config: &crate::config::ClusterConfig,
-        url: &str,
+        place: Place,
         node_id: &str,
         epoch: Arc<std::sync::atomic::AtomicU64>,
-    ) -> Result<Shard, EngineError> {
-        let client = client(url, config)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(unavailable)?;
+    ) -> Shard {
         let (sub_tx, sub_rx) = mpsc::unbounded_channel();
         let node_id = node_id.to_string();
         let own_topics = OwnTopics {
-            events: format!("{}publish", config.prefix),
-            control: format!("{}control", config.prefix),
-            answers: format!("{}control:{node_id}", config.prefix),
+            events: place
+                .events_topic
+                .then(|| format!("{}publish", config.prefix)),
+            control: format!("{}control", place.prefix),
+            answers: format!("{}control:{node_id}", place.prefix),
+        };
+        let sharded_pubsub = matches!(place.server, Server::Cluster { .. });
+        let publish_lua = if sharded_pubsub {
+            writer::PUBLISH_LUA.replace("'PUBLISH'", "'SPUBLISH'")
+        } else {
+            writer::PUBLISH_LUA.to_string()
         };
         let inner = Arc::new(Inner {
-            client,
-            prefix: config.prefix.clone(),
+            server: place.server,
+            prefix: place.prefix,
+            sharded_pubsub,
+            events_stream: place.events_stream,
             node_id,
             presence_ttl: Duration::from_secs(config.presence_ttl_s.max(1)),
             history_ttl_ms: config.history_ttl_s.max(1) * 1000,
-            commands,
+            commands: place.commands,
             routes: Mutex::new(HashMap::new()),
             sub_tx,
             publish_conn: Mutex::new(None),
@@ -266,7 +286,7 @@ impl Shard {
             events: Mutex::new(None),
             command_sink: Mutex::new(None),
             awaiting_answers: Mutex::new(HashMap::new()),
-            publish_script: Script::new(writer::PUBLISH_LUA),
+            publish_script: Script::new(&publish_lua),
             admit_script: Script::new(ADMIT_USER_LUA),
             member_joined_script: Script::new(&webhooks::member_joined_lua()),
             member_left_script: Script::new(&webhooks::member_left_lua()),
@@ -274,11 +294,10 @@ impl Shard {
             webhook_apps: parking_lot::RwLock::new(webhooks::WebhookApps::default()),
             own_topics,
         });
-        tracing::info!(node = %inner.node_id, redis = %redacted(url), "cluster engine: Redis");
         actix_rt::spawn(bridge::run(inner.clone(), sub_rx));
         actix_rt::spawn(heartbeats(inner.clone()));
         actix_rt::spawn(durable_events(inner.clone()));
-        Ok(Shard { inner })
+        Shard { inner }
     }
 }
 

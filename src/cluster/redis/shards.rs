@@ -15,7 +15,7 @@
 //! FNV-1a hash of the name, as Centrifugo does: going from N to N+1 shards moves
 //! about 1/(N+1) of the channels, all of them to the new shard.
 
-use super::Shard;
+use super::{Place, Shard};
 use crate::cluster::engine::{
     done, Broadcast, Broker, ChannelKey, CommandSink, Control, Deliver, Engine, EngineError,
     EngineResult, EventSink, HistoryEntry, MemberRecord, Membership, SocketCommand, UserSlots,
@@ -41,14 +41,23 @@ impl RedisEngine {
     pub fn start(config: &crate::config::ClusterConfig) -> Result<RedisEngine, EngineError> {
         let node_id = crate::auth::new_socket_id();
         let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let shards = config
-            .redis_urls()
-            .into_iter()
-            .map(|url| Shard::start(config, url, &node_id, epoch.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
-        if shards.is_empty() {
+        let places = if config.redis_cluster.is_empty() {
+            config
+                .redis_urls()
+                .into_iter()
+                .map(|url| Place::server(config, url))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Place::cluster(config)?
+        };
+        if places.is_empty() {
             return Err(EngineError::Unavailable("no Redis configured".into()));
         }
+        let shards: Vec<Shard> = places
+            .into_iter()
+            .map(|place| Shard::start(config, place, &node_id, epoch.clone()))
+            .collect();
+        tracing::info!(node = %node_id, shards = shards.len(), "cluster engine started");
         Ok(RedisEngine {
             shards: shards.into(),
         })
@@ -242,7 +251,8 @@ impl Webhooks for RedisEngine {
     /// shard's events come in queue order, so a channel's events (all on one shard)
     /// keep their order; across shards (a socket's `member_removed` on its channel's
     /// shard, its `disconnect` on the home shard) the order is that of the Redis
-    /// servers' clocks.
+    /// servers' clocks, and within one millisecond a `connect` comes first and a
+    /// `disconnect` last (`same_ms_rank`).
     fn queued_webhooks(&self, app: &str, max: usize) -> EngineResult<Vec<QueuedEvent>> {
         if self.shards.len() == 1 {
             return self.home().queued_webhooks(app, max);
@@ -260,7 +270,7 @@ impl Webhooks for RedisEngine {
                     e
                 }));
             }
-            all.sort_by_key(|e| e.time_ms);
+            all.sort_by_key(|e| (e.time_ms, same_ms_rank(e)));
             all.truncate(max);
             Ok(all)
         })
@@ -297,9 +307,51 @@ impl Webhooks for RedisEngine {
     }
 }
 
+/// Within one millisecond of queue time: a socket's `connect` (home shard) comes
+/// before its membership events (its channels' shards), its `disconnect` after.
+fn same_ms_rank(e: &QueuedEvent) -> u8 {
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow)]
+        name: Option<&'a str>,
+    }
+    match serde_json::from_slice::<Named>(&e.json)
+        .ok()
+        .and_then(|n| n.name)
+    {
+        Some("connect") => 0,
+        Some("disconnect") => 2,
+        _ => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found on a Redis Cluster (tests/webhooks_cluster.rs): a socket's
+    /// `member_removed` and `disconnect`, queued in one millisecond on two
+    /// partitions, went out disconnect first.
+    #[test]
+    fn a_sockets_disconnect_goes_after_its_membership_events_of_the_same_ms() {
+        let event = |shard: &str, name: &str| QueuedEvent {
+            id: format!("{shard}/5-0"),
+            time_ms: 5,
+            json: Bytes::from(format!(r#"{{"name":"{name}","socket_id":"s"}}"#)),
+        };
+        let mut all = [
+            event("0", "disconnect"),
+            event("0", "connect"),
+            event("3", "member_added"),
+            event("3", "member_removed"),
+        ];
+        all.sort_by_key(|e| (e.time_ms, same_ms_rank(e)));
+        let names: Vec<_> = all.iter().map(|e| e.json.clone()).collect();
+        assert!(names[0].starts_with(br#"{"name":"connect""#));
+        assert!(names[1].starts_with(br#"{"name":"member_added""#));
+        assert!(names[2].starts_with(br#"{"name":"member_removed""#));
+        assert!(names[3].starts_with(br#"{"name":"disconnect""#));
+    }
 
     #[test]
     fn one_shard_takes_everything() {
