@@ -9,6 +9,7 @@
 mod check;
 mod clients;
 mod procs;
+mod redis_cluster;
 mod sdk;
 
 use clap::Parser;
@@ -42,7 +43,8 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     sdk_clients: usize,
     /// Faults to draw from: kill (SIGKILL a broker, restart it), term (SIGTERM, restart),
-    /// pause (SIGSTOP a broker past the ping timeout, SIGCONT), redis (SIGKILL Redis, restart).
+    /// pause (SIGSTOP a broker past the ping timeout, SIGCONT), redis (SIGKILL Redis, restart),
+    /// migrate (with --redis-cluster: move a channel's slot to another master).
     #[arg(long, value_delimiter = ',', default_value = "kill,term,pause,redis")]
     faults: Vec<String>,
     /// Each client sends a message every this many ms (to 3× that, drawn per session):
@@ -53,6 +55,10 @@ struct Args {
     /// Redis, `cluster.redis_url`). The `redis` fault kills one of them.
     #[arg(long, default_value_t = 1)]
     shards: usize,
+    /// A Redis Cluster of three masters instead (`cluster.redis_cluster`); the `redis`
+    /// fault kills one master.
+    #[arg(long)]
+    redis_cluster: bool,
     /// The broker binary.
     #[arg(long, default_value = "target/release/switchboard")]
     broker: PathBuf,
@@ -63,8 +69,10 @@ enum Fault {
     KillBroker(usize),
     TermBroker(usize),
     PauseBroker(usize),
-    /// SIGKILL the Redis server (shard) with this index, restart it empty.
+    /// SIGKILL the Redis server (shard, cluster master) with this index, restart it empty.
     KillRedis(usize),
+    /// Move a slot holding a channel's keys from this master to the next.
+    MigrateSlot(usize),
 }
 
 /// The schedule: (when, what, how long until it is healed).
@@ -85,6 +93,7 @@ fn schedule(
             "kill" => (Fault::KillBroker(node), rng.random_range(500..3000)),
             "term" => (Fault::TermBroker(node), rng.random_range(500..3000)),
             "pause" => (Fault::PauseBroker(node), rng.random_range(6000..9000)),
+            "migrate" => (Fault::MigrateSlot(rng.random_range(0..shards)), 500),
             // Drawn only with shards, so one Redis replays the schedules of before.
             _ if shards > 1 => (
                 Fault::KillRedis(rng.random_range(0..shards)),
@@ -108,15 +117,28 @@ async fn main() -> std::process::ExitCode {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let shards = args.shards.max(1);
+    let shards = if args.redis_cluster {
+        3
+    } else {
+        args.shards.max(1)
+    };
+    if args.faults.iter().any(|f| f == "migrate") && !args.redis_cluster {
+        eprintln!("chaos: the migrate fault needs --redis-cluster");
+        return std::process::ExitCode::from(2);
+    }
     let plan = schedule(seed, args.seconds, args.nodes, shards, &args.faults);
     println!(
-        "chaos: seed {seed}, {} s, {} nodes, {} clients ({} of them the SDK) on {} channels, {shards} Redis",
+        "chaos: seed {seed}, {} s, {} nodes, {} clients ({} of them the SDK) on {} channels, {shards} Redis{}",
         args.seconds,
         args.nodes,
         args.clients + args.sdk_clients,
         args.sdk_clients,
-        args.channels
+        args.channels,
+        if args.redis_cluster {
+            " (a Redis Cluster)"
+        } else {
+            ""
+        }
     );
     for (at, fault, lasts) in &plan {
         println!(
@@ -128,14 +150,41 @@ async fn main() -> std::process::ExitCode {
     let dir = std::env::temp_dir().join(format!("switchboard-chaos-{seed}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory for the logs");
 
-    let redis_ports: Vec<u16> = (0..shards).map(|_| procs::free_port()).collect();
+    let cluster = args.redis_cluster;
+    let redis_ports: Vec<u16> = (0..shards)
+        .map(|_| {
+            if cluster {
+                procs::free_cluster_port()
+            } else {
+                procs::free_port()
+            }
+        })
+        .collect();
     let mut redis: Vec<procs::Proc> = redis_ports
         .iter()
         .enumerate()
-        .map(|(i, port)| procs::redis(i, *port, &dir))
+        .map(|(i, port)| procs::redis(i, *port, &dir, cluster))
         .collect();
     for r in &mut redis {
         r.start();
+    }
+    if cluster {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis_ports
+            .iter()
+            .any(|p| redis_cluster::cli(*p, &["ping"]).is_err())
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Err(e) = redis_cluster::create(&redis_ports) {
+            eprintln!("chaos: no Redis Cluster: {e}");
+            return std::process::ExitCode::from(2);
+        }
+        if !redis_cluster::wait_ok(&redis_ports, Duration::from_secs(20)).await {
+            eprintln!("chaos: the Redis Cluster is not ok; logs in {}", dir.display());
+            return std::process::ExitCode::from(2);
+        }
     }
     let ports: Vec<u16> = (0..args.nodes).map(|_| procs::free_port()).collect();
     let addrs: Vec<SocketAddr> = ports
@@ -143,7 +192,7 @@ async fn main() -> std::process::ExitCode {
         .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
         .collect();
     let mut brokers: Vec<procs::Proc> = (0..args.nodes)
-        .map(|i| procs::broker(&args.broker, i, ports[i], &redis_ports, &dir))
+        .map(|i| procs::broker(&args.broker, i, ports[i], &redis_ports, cluster, &dir))
         .collect();
     for b in &mut brokers {
         b.start();
@@ -203,13 +252,25 @@ async fn main() -> std::process::ExitCode {
             Fault::TermBroker(i) => brokers[*i].terminate(Duration::from_secs(5)),
             Fault::PauseBroker(i) => brokers[*i].signal(libc::SIGSTOP),
             Fault::KillRedis(i) => redis[*i].kill(),
+            Fault::MigrateSlot(from) => {
+                match redis_cluster::migrate_a_channel_slot(&redis_ports, *from) {
+                    Ok(what) => println!("chaos: {what}"),
+                    Err(e) => println!("chaos: the migration failed: {e}"),
+                }
+            }
         }
         injected += 1;
         tokio::time::sleep(*lasts).await;
         match fault {
             Fault::KillBroker(i) | Fault::TermBroker(i) => brokers[*i].start(),
             Fault::PauseBroker(i) => brokers[*i].signal(libc::SIGCONT),
-            Fault::KillRedis(i) => redis[*i].start(),
+            Fault::KillRedis(i) => {
+                redis[*i].start();
+                if cluster && !redis_cluster::wait_ok(&redis_ports, Duration::from_secs(20)).await {
+                    eprintln!("chaos: the Redis Cluster is not ok 20 s after the restart");
+                }
+            }
+            Fault::MigrateSlot(_) => {}
         }
         for a in &addrs {
             if !procs::wait_ready(*a, Duration::from_secs(20)).await {

@@ -28,6 +28,22 @@ pub fn free_port() -> u16 {
         .expect("a free port below the ephemeral range")
 }
 
+/// A free port whose Redis Cluster bus port (+10000) is below the ephemeral range
+/// and free too.
+pub fn free_cluster_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    (0..1000)
+        .map(|_| free_port())
+        .find(|&p| {
+            u32::from(p) + 10_000 < u32::from(low)
+                && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        })
+        .expect("a free port for a Redis Cluster node")
+}
+
 pub struct Proc {
     pub name: String,
     child: Option<Child>,
@@ -99,9 +115,10 @@ impl Drop for Proc {
     }
 }
 
-/// Redis server `i` (a shard when there are several) on `port`.
-pub fn redis(i: usize, port: u16, dir: &Path) -> Proc {
-    let argv = [
+/// Redis server `i` (a shard when there are several) on `port`; with `cluster`, a
+/// Redis Cluster node (its `nodes.conf` in `dir`, kept across restarts).
+pub fn redis(i: usize, port: u16, dir: &Path, cluster: bool) -> Proc {
+    let mut argv: Vec<String> = [
         "redis-server",
         "--port",
         &port.to_string(),
@@ -115,6 +132,12 @@ pub fn redis(i: usize, port: u16, dir: &Path) -> Proc {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if cluster {
+        let conf = dir.join(format!("nodes-{i}.conf"));
+        argv.extend(["--cluster-enabled".into(), "yes".into()]);
+        argv.extend(["--cluster-node-timeout".into(), "2000".into()]);
+        argv.extend(["--cluster-config-file".into(), conf.display().to_string()]);
+    }
     Proc::new(
         &format!("redis-{i}"),
         argv,
@@ -122,10 +145,18 @@ pub fn redis(i: usize, port: u16, dir: &Path) -> Proc {
     )
 }
 
-/// A broker on `port`, clustered over the Redis on `redis_ports` (several: shards).
-pub fn broker(bin: &Path, i: usize, port: u16, redis_ports: &[u16], dir: &Path) -> Proc {
+/// A broker on `port`, clustered over the Redis on `redis_ports` (several: shards,
+/// or with `cluster` the seed nodes of a Redis Cluster).
+pub fn broker(
+    bin: &Path,
+    i: usize,
+    port: u16,
+    redis_ports: &[u16],
+    cluster: bool,
+    dir: &Path,
+) -> Proc {
     let config = dir.join(format!("broker-{i}.toml"));
-    std::fs::write(&config, config_toml(port, redis_ports)).expect("write the config");
+    std::fs::write(&config, config_toml(port, redis_ports, cluster)).expect("write the config");
     let argv = vec![
         bin.display().to_string(),
         "--log-format".into(),
@@ -141,12 +172,13 @@ pub fn broker(bin: &Path, i: usize, port: u16, redis_ports: &[u16], dir: &Path) 
     )
 }
 
-fn config_toml(port: u16, redis_ports: &[u16]) -> String {
+fn config_toml(port: u16, redis_ports: &[u16], cluster: bool) -> String {
     let urls: Vec<String> = redis_ports
         .iter()
         .map(|p| format!("\"redis://127.0.0.1:{p}\""))
         .collect();
     let redis = match urls.as_slice() {
+        _ if cluster => format!("redis_cluster = [{}]", urls.join(", ")),
         [one] => format!("redis_url = {one}"),
         many => format!("redis_shards = [{}]", many.join(", ")),
     };
