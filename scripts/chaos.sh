@@ -45,5 +45,5 @@ status=0
 # The same on two Redis shards (the redis fault kills one of them).
 "$BIN" --seed 3 --seconds 60 --shards 2 || status=1
 # On a 3-master Redis Cluster: masters SIGKILLed and restarted, a channel's slot migrated.
-"$BIN" --seed 5 --seconds 60 --redis-cluster --faults kill,term,pause,redis,migrate || status=1
+"$BIN" --seed 5 --seconds 60 --redis-cluster --faults kill,term,pause,redis,migrate,stall || status=1
 exit "$status"

@@ -8,7 +8,11 @@
 //! - reordered: two sessions that received two messages in different orders;
 //! - ghosts: presence at the end that lists a socket no session holds, or misses one;
 //! - leaked: a direct message received by a socket it was not addressed to (or
-//!   received twice).
+//!   received twice), or a message for authenticated members received by an
+//!   anonymous socket.
+//!
+//! A message for authenticated members only (`authenticated: true`) is owed to the
+//! authenticated sessions alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
@@ -21,6 +25,8 @@ pub type MessageId = (usize, u64);
 pub struct Session {
     pub socket_id: String,
     pub channel: String,
+    /// The socket carried a valid token.
+    pub authenticated: bool,
     /// When the join ack arrived.
     pub joined: Instant,
     /// Still open at the end of the run.
@@ -39,6 +45,8 @@ pub struct Sent {
     pub at: Instant,
     /// The sender received its echo.
     pub accepted: bool,
+    /// For authenticated members only.
+    pub auth_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -50,9 +58,20 @@ pub struct Report {
     pub leaked: Vec<String>,
     pub messages_checked: usize,
     pub directs_checked: usize,
+    /// The smallest counterexample: the violation whose message was sent first
+    /// (later ones are often its consequences), with that send time.
+    pub earliest: Option<(Instant, String)>,
 }
 
 impl Report {
+    /// Remember `text` as the smallest counterexample if its message is the earliest.
+    fn note(&mut self, at: Option<Instant>, text: &str) {
+        let Some(at) = at else { return };
+        if self.earliest.as_ref().is_none_or(|(first, _)| at < *first) {
+            self.earliest = Some((at, text.to_string()));
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.lost.is_empty()
             && self.duplicated.is_empty()
@@ -64,14 +83,14 @@ impl Report {
 
 pub fn check(sent: &[Sent], sessions: &[Session]) -> Report {
     let mut report = Report::default();
+    let sent_at: HashMap<MessageId, Instant> = sent.iter().map(|m| (m.id, m.at)).collect();
     for s in sessions {
         let mut seen = HashSet::new();
         for id in &s.received {
             if !seen.insert(*id) {
-                report.duplicated.push(format!(
-                    "{id:?} twice at socket {} on {}",
-                    s.socket_id, s.channel
-                ));
+                let text = format!("{id:?} twice at socket {} on {}", s.socket_id, s.channel);
+                report.note(sent_at.get(id).copied(), &text);
+                report.duplicated.push(text);
             }
         }
     }
@@ -93,18 +112,37 @@ pub fn check(sent: &[Sent], sessions: &[Session]) -> Report {
             }
         }
     }
-    // Lost: accepted, sent after a session joined, and that session lasted.
+    // Leaked: a message for authenticated members at an anonymous socket.
+    let auth_only: HashSet<MessageId> = sent.iter().filter(|m| m.auth_only).map(|m| m.id).collect();
+    for s in sessions.iter().filter(|s| !s.authenticated) {
+        for id in s.received.iter().filter(|id| auth_only.contains(id)) {
+            let text = format!(
+                "{id:?} for authenticated members reached anonymous socket {} on {}",
+                s.socket_id, s.channel
+            );
+            report.note(sent_at.get(id).copied(), &text);
+            report.leaked.push(text);
+        }
+    }
+    // Lost: accepted, sent after a session joined, and that session lasted (and is
+    // in the message's audience).
     for m in sent.iter().filter(|m| m.accepted) {
         report.messages_checked += 1;
         for s in sessions {
-            if s.channel != m.channel || !s.open_at_end || s.joined >= m.at {
+            if s.channel != m.channel
+                || !s.open_at_end
+                || s.joined >= m.at
+                || (m.auth_only && !s.authenticated)
+            {
                 continue;
             }
             if !s.received.contains(&m.id) {
-                report.lost.push(format!(
+                let text = format!(
                     "{:?} on {} (accepted) never reached socket {}, a member since before it was sent",
                     m.id, m.channel, s.socket_id
-                ));
+                );
+                report.note(Some(m.at), &text);
+                report.lost.push(text);
             }
         }
     }
@@ -128,10 +166,17 @@ pub fn check(sent: &[Sent], sessions: &[Session]) -> Report {
                     let Some(&p) = position.get(id) else { continue };
                     if let Some((q, before)) = last {
                         if p < q {
-                            report.reordered.push(format!(
+                            let text = format!(
                                 "on {channel}: socket {} got {before:?} before {id:?}, socket {} the other way round",
                                 b.socket_id, a.socket_id
-                            ));
+                            );
+                            let at = [before, *id]
+                                .iter()
+                                .filter_map(|m| sent_at.get(m))
+                                .min()
+                                .copied();
+                            report.note(at, &text);
+                            report.reordered.push(text);
                             break;
                         }
                     }
@@ -181,6 +226,7 @@ mod tests {
         Session {
             socket_id: id.into(),
             channel: "c".into(),
+            authenticated: false,
             joined,
             open_at_end: open,
             received: received.to_vec(),
@@ -194,6 +240,7 @@ mod tests {
             channel: "c".into(),
             at,
             accepted,
+            auth_only: false,
         }
     }
 
@@ -234,6 +281,13 @@ mod tests {
         // (0,3) reached neither a nor b; (0,4) was refused, so it is owed to nobody.
         assert_eq!(r.lost.len(), 2, "{r:?}");
         assert!(r.lost.iter().all(|l| l.contains("(0, 3)")));
+        // The smallest counterexample is the violation of the earliest message.
+        let (at, first) = r.earliest.expect("a counterexample");
+        assert_eq!(at, t1);
+        assert!(
+            first.contains("(0, 2)") || first.contains("(0, 1)"),
+            "{first}"
+        );
     }
 
     #[test]
@@ -249,6 +303,27 @@ mod tests {
         assert_eq!(r.leaked.len(), 2, "{r:?}");
         assert!(r.leaked[0].contains("for b reached socket a"), "{r:?}");
         assert_eq!(r.directs_checked, 3);
+    }
+
+    /// An authenticated-only message is owed to authenticated members alone, and is
+    /// a leak at an anonymous one.
+    #[test]
+    fn authenticated_only_messages_reach_authenticated_members_only() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(10);
+        let mut authed = session("authed", t0, true, &[(0, 1)]);
+        authed.authenticated = true;
+        let mut missed = session("authed-missed", t0, true, &[]);
+        missed.authenticated = true;
+        let anonymous = session("anon", t0, true, &[]);
+        let peeking = session("anon-peeking", t0, true, &[(0, 1)]);
+        let mut m = sent((0, 1), t1, true);
+        m.auth_only = true;
+        let r = check(&[m], &[authed, missed, anonymous, peeking]);
+        assert_eq!(r.lost.len(), 1, "{r:?}");
+        assert!(r.lost[0].contains("authed-missed"), "{r:?}");
+        assert_eq!(r.leaked.len(), 1, "{r:?}");
+        assert!(r.leaked[0].contains("anon-peeking"), "{r:?}");
     }
 
     #[test]

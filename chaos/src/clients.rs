@@ -30,6 +30,8 @@ pub struct Log {
 pub enum Command {
     /// Send a barrier message with this tag on the channel.
     Barrier(String),
+    /// Stop reading (and sending) for this long: a slow consumer.
+    Stall(Duration),
 }
 
 pub struct Client {
@@ -56,6 +58,9 @@ pub struct Spec {
     pub seed: u64,
     /// A message every `every_ms` to `3 × every_ms` ms.
     pub every_ms: u64,
+    /// A JWT for the socket (`Sec-WebSocket-Protocol`): an authenticated client,
+    /// which sends one public message in three for authenticated members only.
+    pub token: Option<String>,
 }
 
 pub fn start(spec: Spec, phase: watch::Receiver<Phase>) -> Client {
@@ -83,7 +88,9 @@ async fn run(
         nodes,
         seed,
         every_ms,
+        token,
     } = spec;
+    let authenticated = token.is_some();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9));
     let mut attempt = id;
     let mut next_n: u64 = 0;
@@ -92,9 +99,17 @@ async fn run(
         let node = nodes[attempt % nodes.len()];
         attempt += 1;
         let url = format!("ws://{node}/rt/chaos");
+        let Ok(mut request) =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+        else {
+            return;
+        };
+        if let Some(t) = token.as_deref().and_then(|t| t.parse().ok()) {
+            request.headers_mut().insert("Sec-WebSocket-Protocol", t);
+        }
         let ws = match tokio::time::timeout(
             Duration::from_secs(2),
-            tokio_tungstenite::connect_async(url),
+            tokio_tungstenite::connect_async(request),
         )
         .await
         {
@@ -129,7 +144,7 @@ async fn run(
                         Some(Ok(_)) => continue,
                     };
                     let Ok(f) = serde_json::from_str::<Value>(&text) else { continue };
-                    on_frame(id, &channel, &f, &log, &mut session);
+                    on_frame(id, &channel, authenticated, &f, &log, &mut session);
                     track_peers(&f, &log, session, &mut peers);
                 }
                 _ = tick.tick(), if session.is_some() && *phase.borrow() == Phase::Sending => {
@@ -145,23 +160,34 @@ async fn run(
                     }
                     let n = next_n;
                     next_n += 1;
+                    let auth_only = authenticated && rng.random_range(0..3) == 0;
                     log.lock().unwrap().sent.push(Sent {
                         id: (id, n),
                         channel: channel.clone(),
                         at: Instant::now(),
                         accepted: false,
+                        auth_only,
                     });
-                    let m = json!({"action":"message","options":{"channel":channel},"payload":{"c":id,"n":n}});
+                    let options = if auth_only {
+                        json!({"channel":channel,"authenticated":true})
+                    } else {
+                        json!({"channel":channel})
+                    };
+                    let m = json!({"action":"message","options":options,"payload":{"c":id,"n":n}});
                     if tx.send(Message::Text(m.to_string().into())).await.is_err() {
                         break;
                     }
                 }
-                Some(Command::Barrier(tag)) = commands.recv() => {
-                    let m = json!({"action":"message","options":{"channel":channel},"payload":{"barrier":tag}});
-                    if tx.send(Message::Text(m.to_string().into())).await.is_err() {
-                        break;
+                Some(command) = commands.recv() => match command {
+                    Command::Barrier(tag) => {
+                        let m = json!({"action":"message","options":{"channel":channel},"payload":{"barrier":tag}});
+                        if tx.send(Message::Text(m.to_string().into())).await.is_err() {
+                            break;
+                        }
                     }
-                }
+                    // Neither reads nor answers pings meanwhile: the broker may drop it.
+                    Command::Stall(how_long) => tokio::time::sleep(how_long).await,
+                },
                 changed = phase.changed() => {
                     if changed.is_err() || *phase.borrow() == Phase::Done {
                         // The run ends with this session open.
@@ -210,7 +236,14 @@ fn track_peers(f: &Value, log: &Mutex<Log>, session: Option<usize>, peers: &mut 
     }
 }
 
-fn on_frame(id: usize, channel: &str, f: &Value, log: &Mutex<Log>, session: &mut Option<usize>) {
+fn on_frame(
+    id: usize,
+    channel: &str,
+    authenticated: bool,
+    f: &Value,
+    log: &Mutex<Log>,
+    session: &mut Option<usize>,
+) {
     let mut l = log.lock().unwrap();
     match f["action"].as_str() {
         Some("join") if f["options"]["channel"] == channel && session.is_none() => {
@@ -220,6 +253,7 @@ fn on_frame(id: usize, channel: &str, f: &Value, log: &Mutex<Log>, session: &mut
                     .unwrap_or_default()
                     .to_string(),
                 channel: channel.to_string(),
+                authenticated,
                 joined: Instant::now(),
                 open_at_end: true,
                 received: Vec::new(),

@@ -44,8 +44,13 @@ struct Args {
     sdk_clients: usize,
     /// Faults to draw from: kill (SIGKILL a broker, restart it), term (SIGTERM, restart),
     /// pause (SIGSTOP a broker past the ping timeout, SIGCONT), redis (SIGKILL Redis, restart),
-    /// migrate (with --redis-cluster: move a channel's slot to another master).
-    #[arg(long, value_delimiter = ',', default_value = "kill,term,pause,redis")]
+    /// migrate (with --redis-cluster: move a channel's slot to another master), stall (a
+    /// client stops reading, past the ping timeout).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,term,pause,redis,stall"
+    )]
     faults: Vec<String>,
     /// Each client sends a message every this many ms (to 3× that, drawn per session):
     /// 80 by default; 5 loads Redis enough for publishes to batch.
@@ -73,6 +78,8 @@ enum Fault {
     KillRedis(usize),
     /// Move a slot holding a channel's keys from this master to the next.
     MigrateSlot(usize),
+    /// The raw-socket client with this index stops reading for the fault's time.
+    StallClient(usize),
 }
 
 /// The schedule: (when, what, how long until it is healed).
@@ -81,6 +88,7 @@ fn schedule(
     seconds: u64,
     nodes: usize,
     shards: usize,
+    clients: usize,
     kinds: &[String],
 ) -> Vec<(Duration, Fault, Duration)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -94,6 +102,10 @@ fn schedule(
             "term" => (Fault::TermBroker(node), rng.random_range(500..3000)),
             "pause" => (Fault::PauseBroker(node), rng.random_range(6000..9000)),
             "migrate" => (Fault::MigrateSlot(rng.random_range(0..shards)), 500),
+            "stall" => (
+                Fault::StallClient(rng.random_range(0..clients.max(1))),
+                rng.random_range(6000..9000),
+            ),
             // Drawn only with shards, so one Redis replays the schedules of before.
             _ if shards > 1 => (
                 Fault::KillRedis(rng.random_range(0..shards)),
@@ -106,6 +118,61 @@ fn schedule(
         t += lasts + Duration::from_millis(rng.random_range(2000..6000));
     }
     out
+}
+
+/// The open session of a client: (its index in the log, when it joined).
+fn open_session(c: &clients::Client) -> Option<(usize, Instant)> {
+    let l = c.log.lock().unwrap();
+    l.open.map(|i| (i, l.sessions[i].joined))
+}
+
+/// One barrier through channel `ch`, sent by an open member: every member whose
+/// session began before it was sent must receive it, and then has received every
+/// message accepted before it (one order per channel). Sockets may still be
+/// closing and reopening after the last fault (a paused broker drops its sockets
+/// when it wakes): a member that reconnected after the barrier owes nothing of
+/// before, and a barrier whose sender's socket closed is sent again.
+async fn end_barrier(ch: usize, members: &[&clients::Client]) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for attempt in 0.. {
+        let sender = loop {
+            if let Some(s) = members
+                .iter()
+                .find_map(|c| open_session(c).map(|session| (c, session)))
+            {
+                break s;
+            }
+            if Instant::now() > deadline {
+                return Err("no open member at the end".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let (client, (session, _)) = sender;
+        let tag = format!("end-{ch}-{attempt}");
+        let sent_at = Instant::now();
+        let _ = client.commands.send(Command::Barrier(tag.clone()));
+        loop {
+            if open_session(client).map(|(i, _)| i) != Some(session) {
+                break; // its socket closed: maybe before the barrier went out
+            }
+            let missing: Vec<usize> = members
+                .iter()
+                .filter(|c| {
+                    let owed = open_session(c).is_some_and(|(_, joined)| joined < sent_at);
+                    owed && !c.log.lock().unwrap().barriers.contains(&tag)
+                })
+                .map(|c| c.id)
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the end barrier never reached clients {missing:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +193,14 @@ async fn main() -> std::process::ExitCode {
         eprintln!("chaos: the migrate fault needs --redis-cluster");
         return std::process::ExitCode::from(2);
     }
-    let plan = schedule(seed, args.seconds, args.nodes, shards, &args.faults);
+    let plan = schedule(
+        seed,
+        args.seconds,
+        args.nodes,
+        shards,
+        args.clients,
+        &args.faults,
+    );
     println!(
         "chaos: seed {seed}, {} s, {} nodes, {} clients ({} of them the SDK) on {} channels, {shards} Redis{}",
         args.seconds,
@@ -182,7 +256,10 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
         if !redis_cluster::wait_ok(&redis_ports, Duration::from_secs(20)).await {
-            eprintln!("chaos: the Redis Cluster is not ok; logs in {}", dir.display());
+            eprintln!(
+                "chaos: the Redis Cluster is not ok; logs in {}",
+                dir.display()
+            );
             return std::process::ExitCode::from(2);
         }
     }
@@ -214,6 +291,8 @@ async fn main() -> std::process::ExitCode {
                     nodes: addrs.clone(),
                     seed,
                     every_ms: args.send_every_ms.max(1),
+                    // One client in three is authenticated.
+                    token: (i % 3 == 1).then(|| procs::token(i)),
                 },
                 phase.clone(),
             )
@@ -252,6 +331,11 @@ async fn main() -> std::process::ExitCode {
             Fault::TermBroker(i) => brokers[*i].terminate(Duration::from_secs(5)),
             Fault::PauseBroker(i) => brokers[*i].signal(libc::SIGSTOP),
             Fault::KillRedis(i) => redis[*i].kill(),
+            Fault::StallClient(i) => {
+                if let Some(c) = clients.get(*i) {
+                    let _ = c.commands.send(Command::Stall(*lasts));
+                }
+            }
             Fault::MigrateSlot(from) => {
                 match redis_cluster::migrate_a_channel_slot(&redis_ports, *from) {
                     Ok(what) => println!("chaos: {what}"),
@@ -270,7 +354,7 @@ async fn main() -> std::process::ExitCode {
                     eprintln!("chaos: the Redis Cluster is not ok 20 s after the restart");
                 }
             }
-            Fault::MigrateSlot(_) => {}
+            Fault::MigrateSlot(_) | Fault::StallClient(_) => {}
         }
         for a in &addrs {
             if !procs::wait_ready(*a, Duration::from_secs(20)).await {
@@ -284,40 +368,20 @@ async fn main() -> std::process::ExitCode {
     // Quiet: no new messages; then one barrier per channel, sent by an open member:
     // every message accepted before it arrives before it, in the channel's one order.
     let _ = phase_tx.send(Phase::Quiet);
+    // Settle: after the last fault (a paused broker drops its sockets when it wakes)
+    // every client reconnects; the barriers go once each holds an open session.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while clients.iter().any(|c| c.log.lock().unwrap().open.is_none()) && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut unsettled = Vec::new();
     for ch in 0..args.channels {
         let channel = format!("room/{ch}");
-        let tag = format!("end-{ch}");
         let members: Vec<&clients::Client> =
             clients.iter().filter(|c| c.channel == channel).collect();
-        let Some(sender) = members
-            .iter()
-            .find(|c| c.log.lock().unwrap().open.is_some())
-        else {
-            unsettled.push(format!("{channel}: no open member at the end"));
-            continue;
-        };
-        let _ = sender.commands.send(Command::Barrier(tag.clone()));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let missing: Vec<usize> = members
-                .iter()
-                .filter(|c| {
-                    let l = c.log.lock().unwrap();
-                    l.open.is_some() && !l.barriers.contains(&tag)
-                })
-                .map(|c| c.id)
-                .collect();
-            if missing.is_empty() {
-                break;
-            }
-            if Instant::now() > deadline {
-                unsettled.push(format!(
-                    "{channel}: the end barrier never reached clients {missing:?}"
-                ));
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(why) = end_barrier(ch, &members).await {
+            unsettled.push(format!("{channel}: {why}"));
         }
     }
 
@@ -366,8 +430,9 @@ async fn main() -> std::process::ExitCode {
     report.ghosts = ghosts;
     report.lost.extend(unsettled);
     let accepted = sent.iter().filter(|m| m.accepted).count();
+    let auth_only = sent.iter().filter(|m| m.accepted && m.auth_only).count();
     println!(
-        "chaos: seed {seed}: {injected} faults, {} messages sent, {accepted} accepted, {} sessions, {} checked, {} direct messages checked",
+        "chaos: seed {seed}: {injected} faults, {} messages sent, {accepted} accepted ({auth_only} for authenticated members only), {} sessions, {} checked, {} direct messages checked",
         sent.len(),
         sessions.len(),
         report.messages_checked,
@@ -402,6 +467,22 @@ async fn main() -> std::process::ExitCode {
             for line in list.iter().take(5) {
                 println!("    {line}");
             }
+        }
+    }
+    if let Some((at, text)) = &report.earliest {
+        let at = at.saturating_duration_since(started);
+        println!(
+            "chaos: smallest counterexample (its message was sent first, at {:.1} s): {text}",
+            at.as_secs_f64()
+        );
+        for (when, fault, lasts) in plan.iter().filter(|(when, _, lasts)| {
+            *when <= at + Duration::from_secs(1) && at <= *when + *lasts + Duration::from_secs(5)
+        }) {
+            println!(
+                "    around it: {fault:?} at {:.1} s for {:.1} s",
+                when.as_secs_f64(),
+                lasts.as_secs_f64()
+            );
         }
     }
     println!(

@@ -8,6 +8,23 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const API_KEY: &str = "chaos-api-key-0123";
+const JWT_SECRET: &str = "chaos-secret-0123456789abcdef0123456789";
+
+/// A token the brokers accept for client `i` (user `i`), valid for a day.
+pub fn token(i: usize) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 86_400;
+    let claims = serde_json::json!({ "sub": i, "dbo_id": 1, "exp": exp });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("an HS256 token")
+}
 
 /// A free port for a process restarted on it during the run: outside the kernel's
 /// ephemeral range, so no client's outgoing connection (whose local port comes
@@ -205,7 +222,7 @@ api_key = "{API_KEY}"
 
 [apps.jwt]
 algorithm = "HS256"
-secret = "chaos-secret-0123456789abcdef0123456789"
+secret = "{JWT_SECRET}"
 
 [[apps.channels]]
 pattern = "room/*"

@@ -17,9 +17,17 @@ pub fn cli(port: u16, args: &[&str]) -> Result<String, String> {
         .output()
         .map_err(|e| format!("redis-cli: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let is_error = ["ERR", "MOVED", "ASK", "IOERR", "BUSYKEY", "CLUSTERDOWN", "NOKEY"]
-        .iter()
-        .any(|e| text.starts_with(e));
+    let is_error = [
+        "ERR",
+        "MOVED",
+        "ASK",
+        "IOERR",
+        "BUSYKEY",
+        "CLUSTERDOWN",
+        "NOKEY",
+    ]
+    .iter()
+    .any(|e| text.starts_with(e));
     if !out.status.success() || is_error {
         return Err(format!(
             "redis-cli -p {port} {}: {text} {}",
@@ -76,8 +84,14 @@ pub fn migrate_a_channel_slot(ports: &[u16], from: usize) -> Result<String, Stri
     let slot = cli(source, &["cluster", "keyslot", key])?;
     let source_id = cli(source, &["cluster", "myid"])?;
     let target_id = cli(target, &["cluster", "myid"])?;
-    cli(target, &["cluster", "setslot", &slot, "importing", &source_id])?;
-    cli(source, &["cluster", "setslot", &slot, "migrating", &target_id])?;
+    cli(
+        target,
+        &["cluster", "setslot", &slot, "importing", &source_id],
+    )?;
+    cli(
+        source,
+        &["cluster", "setslot", &slot, "migrating", &target_id],
+    )?;
     let mut moved = 0;
     loop {
         let keys = cli(source, &["cluster", "getkeysinslot", &slot, "100"])?;

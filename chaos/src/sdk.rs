@@ -118,6 +118,7 @@ fn on_line(id: usize, channel: &str, v: &Value, log: &Mutex<Log>) {
             l.sessions.push(Session {
                 socket_id: v["socket"].as_str().unwrap_or_default().to_string(),
                 channel: channel.to_string(),
+                authenticated: false,
                 joined: instant_of(ms),
                 open_at_end: true,
                 received: Vec::new(),
@@ -139,6 +140,7 @@ fn on_line(id: usize, channel: &str, v: &Value, log: &Mutex<Log>) {
                 channel: channel.to_string(),
                 at: instant_of(ms),
                 accepted: false,
+                auth_only: false,
             });
         }
         Some("recv") => {
