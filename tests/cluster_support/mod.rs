@@ -345,8 +345,11 @@ impl Redis {
     pub async fn try_restart(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "redis-server is still running");
         self.spawn().await?;
+        // Every process first: a cluster is whole only once all of them are back
+        // (waiting for it per node deadlocked on the nodes not restarted yet).
         for shard in &mut self.more {
-            Box::pin(shard.try_restart()).await?;
+            assert!(shard.child.is_none(), "redis-server is still running");
+            shard.spawn().await?;
         }
         if self.is_cluster() {
             self.cluster_ok().await?;
