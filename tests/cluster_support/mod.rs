@@ -416,36 +416,31 @@ impl Redis {
     }
 
     /// `XADD switchboard:publish-stream * event <envelope>`; answers the entry id.
+    /// On a Redis Cluster through a cluster connection (the key's slot may be on
+    /// any master).
     pub async fn xadd_event(&self, envelope: &Value) -> String {
-        if self.is_cluster() {
-            let urls: Vec<String> = self
-                .shard_ports()
-                .iter()
-                .map(|p| format!("redis://127.0.0.1:{p}"))
-                .collect();
-            let mut c = redis::cluster::ClusterClient::new(urls)
-                .unwrap()
-                .get_async_connection()
-                .await
-                .expect("a connection to the test Redis Cluster");
-            return redis::cmd("XADD")
-                .arg(format!("{PREFIX}publish-stream"))
-                .arg("*")
-                .arg("event")
-                .arg(envelope.to_string())
-                .query_async(&mut c)
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(format!("{PREFIX}publish-stream"))
+            .arg("*")
+            .arg("event")
+            .arg(envelope.to_string());
+        if !self.is_cluster() {
+            return xadd
+                .query_async(&mut self.conn().await)
                 .await
                 .expect("XADD");
         }
-        let mut c = self.conn().await;
-        redis::cmd("XADD")
-            .arg(format!("{PREFIX}publish-stream"))
-            .arg("*")
-            .arg("event")
-            .arg(envelope.to_string())
-            .query_async(&mut c)
+        let urls: Vec<String> = self
+            .shard_ports()
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect();
+        let mut c = redis::cluster::ClusterClient::new(urls)
+            .unwrap()
+            .get_async_connection()
             .await
-            .expect("XADD")
+            .expect("a connection to the test Redis Cluster");
+        xadd.query_async(&mut c).await.expect("XADD")
     }
 }
 
@@ -462,19 +457,15 @@ impl Drop for Redis {
     }
 }
 
-/// `CLUSTER INFO` of the node on the port.
-pub async fn cluster_info(port: u16) -> Option<String> {
+/// A command's text answer from the Redis on the port, within 1 s.
+async fn ask(port: u16, cmd: &redis::Cmd) -> Option<String> {
     let attempt = async {
         let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
             .ok()?
             .get_multiplexed_async_connection()
             .await
             .ok()?;
-        redis::cmd("CLUSTER")
-            .arg("INFO")
-            .query_async::<String>(&mut c)
-            .await
-            .ok()
+        cmd.query_async::<String>(&mut c).await.ok()
     };
     tokio::time::timeout(Duration::from_secs(1), attempt)
         .await
@@ -482,27 +473,18 @@ pub async fn cluster_info(port: u16) -> Option<String> {
         .flatten()
 }
 
+/// `CLUSTER INFO` of the node on the port.
+pub async fn cluster_info(port: u16) -> Option<String> {
+    ask(port, redis::cmd("CLUSTER").arg("INFO")).await
+}
+
 /// The `process_id` that the Redis on the port reports in `INFO server`.
 pub async fn process_id(port: u16) -> Option<u32> {
-    let attempt = async {
-        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .ok()?
-            .get_multiplexed_async_connection()
-            .await
-            .ok()?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut c)
-            .await
-            .ok()?;
-        info.lines()
-            .find_map(|l| l.strip_prefix("process_id:"))
-            .and_then(|pid| pid.trim().parse().ok())
-    };
-    tokio::time::timeout(Duration::from_secs(1), attempt)
-        .await
-        .ok()
-        .flatten()
+    ask(port, redis::cmd("INFO").arg("server"))
+        .await?
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
 }
 
 /// Whether something on the port answers `PING` with `+PONG`.
