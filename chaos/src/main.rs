@@ -6,15 +6,17 @@
 //! converged. Exit code 0 when the promise held, 1 with the counterexamples.
 //! `scripts/chaos.sh` builds and runs it.
 
+mod barrier;
 mod check;
 mod clients;
 mod procs;
 mod redis_cluster;
+mod schedule;
 mod sdk;
 
 use clap::Parser;
 use clients::{Command, Phase};
-use rand::{Rng, SeedableRng};
+use schedule::{schedule, Fault};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,112 +69,6 @@ struct Args {
     /// The broker binary.
     #[arg(long, default_value = "target/release/switchboard")]
     broker: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-enum Fault {
-    KillBroker(usize),
-    TermBroker(usize),
-    PauseBroker(usize),
-    /// SIGKILL the Redis server (shard, cluster master) with this index, restart it empty.
-    KillRedis(usize),
-    /// Move a slot holding a channel's keys from this master to the next.
-    MigrateSlot(usize),
-    /// The raw-socket client with this index stops reading for the fault's time.
-    StallClient(usize),
-}
-
-/// The schedule: (when, what, how long until it is healed).
-fn schedule(
-    seed: u64,
-    seconds: u64,
-    nodes: usize,
-    shards: usize,
-    clients: usize,
-    kinds: &[String],
-) -> Vec<(Duration, Fault, Duration)> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut out = Vec::new();
-    let mut t = Duration::from_secs(3);
-    while t < Duration::from_secs(seconds) {
-        let kind = &kinds[rng.random_range(0..kinds.len())];
-        let node = rng.random_range(0..nodes);
-        let (fault, lasts) = match kind.as_str() {
-            "kill" => (Fault::KillBroker(node), rng.random_range(500..3000)),
-            "term" => (Fault::TermBroker(node), rng.random_range(500..3000)),
-            "pause" => (Fault::PauseBroker(node), rng.random_range(6000..9000)),
-            "migrate" => (Fault::MigrateSlot(rng.random_range(0..shards)), 500),
-            "stall" => (
-                Fault::StallClient(rng.random_range(0..clients.max(1))),
-                rng.random_range(6000..9000),
-            ),
-            // Drawn only with shards, so one Redis replays the schedules of before.
-            _ if shards > 1 => (
-                Fault::KillRedis(rng.random_range(0..shards)),
-                rng.random_range(500..3000),
-            ),
-            _ => (Fault::KillRedis(0), rng.random_range(500..3000)),
-        };
-        let lasts = Duration::from_millis(lasts);
-        out.push((t, fault, lasts));
-        t += lasts + Duration::from_millis(rng.random_range(2000..6000));
-    }
-    out
-}
-
-/// The open session of a client: (its index in the log, when it joined).
-fn open_session(c: &clients::Client) -> Option<(usize, Instant)> {
-    let l = c.log.lock().unwrap();
-    l.open.map(|i| (i, l.sessions[i].joined))
-}
-
-/// One barrier through channel `ch`, sent by an open member: every member whose
-/// session began before it was sent must receive it, and then has received every
-/// message accepted before it (one order per channel). Sockets may still be
-/// closing and reopening after the last fault (a paused broker drops its sockets
-/// when it wakes): a member that reconnected after the barrier owes nothing of
-/// before, and a barrier whose sender's socket closed is sent again.
-async fn end_barrier(ch: usize, members: &[&clients::Client]) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for attempt in 0.. {
-        let sender = loop {
-            if let Some(s) = members
-                .iter()
-                .find_map(|c| open_session(c).map(|session| (c, session)))
-            {
-                break s;
-            }
-            if Instant::now() > deadline {
-                return Err("no open member at the end".into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let (client, (session, _)) = sender;
-        let tag = format!("end-{ch}-{attempt}");
-        let sent_at = Instant::now();
-        let _ = client.commands.send(Command::Barrier(tag.clone()));
-        loop {
-            if open_session(client).map(|(i, _)| i) != Some(session) {
-                break; // its socket closed: maybe before the barrier went out
-            }
-            let missing: Vec<usize> = members
-                .iter()
-                .filter(|c| {
-                    let owed = open_session(c).is_some_and(|(_, joined)| joined < sent_at);
-                    owed && !c.log.lock().unwrap().barriers.contains(&tag)
-                })
-                .map(|c| c.id)
-                .collect();
-            if missing.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("the end barrier never reached clients {missing:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    unreachable!("the loop returns")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -380,7 +276,7 @@ async fn main() -> std::process::ExitCode {
         let channel = format!("room/{ch}");
         let members: Vec<&clients::Client> =
             clients.iter().filter(|c| c.channel == channel).collect();
-        if let Err(why) = end_barrier(ch, &members).await {
+        if let Err(why) = barrier::end_barrier(ch, &members).await {
             unsettled.push(format!("{channel}: {why}"));
         }
     }
