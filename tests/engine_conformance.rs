@@ -83,7 +83,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> BoxFuture<'static, bo
 type Case = fn(Arc<dyn Engine>) -> BoxFuture<'static, ()>;
 
 /// Run a case against the in-memory engine, then against one Redis, then against
-/// two Redis shards.
+/// two Redis shards, then against a 3-master Redis Cluster.
 fn conform(case: Case) {
     actix_rt::System::new().block_on(async move {
         let memory = cluster::start(&ClusterConfig::default(), usize::MAX).expect("memory engine");
@@ -100,6 +100,17 @@ fn conform(case: Case) {
         let shards = [Redis::start_with(&[]).await, Redis::start_with(&[]).await];
         let config = ClusterConfig {
             redis_shards: shards.iter().map(Redis::url).collect(),
+            ..ClusterConfig::default()
+        };
+        case(ready_engine(&config).await).await;
+
+        let redis_cluster = Redis::start_cluster().await;
+        let config = ClusterConfig {
+            redis_cluster: redis_cluster
+                .shard_ports()
+                .iter()
+                .map(|p| format!("redis://127.0.0.1:{p}"))
+                .collect(),
             ..ClusterConfig::default()
         };
         case(ready_engine(&config).await).await;
