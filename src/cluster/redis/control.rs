@@ -43,12 +43,7 @@ impl Inner {
                 reached,
             };
             let body = serde_json::to_vec(&answer).unwrap_or_default();
-            let mut conn = inner.conn();
-            let sent: redis::RedisResult<i64> = redis::cmd(inner.publish_command())
-                .arg(&request.reply_to)
-                .arg(body)
-                .query_async(&mut conn)
-                .await;
+            let sent = inner.publish_on(&request.reply_to, body).await;
             if let Err(e) = sent {
                 tracing::warn!(error = %e, "control answer not sent");
             }
@@ -82,12 +77,7 @@ impl Control for Shard {
                 command,
             };
             let body = serde_json::to_vec(&request).map_err(unavailable)?;
-            let mut conn = inner.conn();
-            let nodes: Result<usize, _> = redis::cmd(inner.publish_command())
-                .arg(&inner.own_topics.control)
-                .arg(body)
-                .query_async(&mut conn)
-                .await;
+            let nodes = inner.publish_on(&inner.own_topics.control, body).await;
             let nodes = match nodes {
                 Ok(n) => n,
                 Err(e) => {

@@ -203,6 +203,15 @@ impl Inner {
         self.commands.clone()
     }
 
+    /// Publish `body` on `topic` of this shard; answers how many received it.
+    async fn publish_on(&self, topic: &str, body: Vec<u8>) -> redis::RedisResult<usize> {
+        redis::cmd(self.publish_command())
+            .arg(topic)
+            .arg(body)
+            .query_async(&mut self.conn())
+            .await
+    }
+
     /// The command that publishes to a topic of this shard.
     fn publish_command(&self) -> &'static str {
         if self.sharded_pubsub {
@@ -222,17 +231,26 @@ impl Inner {
 
 /// A client for one Redis URL; `rediss://` trusts the system's roots, or only the
 /// CAs of `cluster.redis_ca_file` when it is set.
-fn client(url: &str, config: &crate::config::ClusterConfig) -> Result<redis::Client, EngineError> {
-    let Some(ca_file) = &config.redis_ca_file else {
-        return redis::Client::open(url).map_err(unavailable);
+fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<redis::Client, EngineError> {
+    match tls_certificates(ca_file)? {
+        Some(certs) => redis::Client::build_with_tls(url, certs).map_err(unavailable),
+        None => redis::Client::open(url).map_err(unavailable),
+    }
+}
+
+/// The CAs of `cluster.redis_ca_file`, when it is set (else the system's roots).
+fn tls_certificates(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Option<redis::TlsCertificates>, EngineError> {
+    let Some(ca_file) = ca_file else {
+        return Ok(None);
     };
     let root_cert = std::fs::read(ca_file)
         .map_err(|e| unavailable(format!("cluster.redis_ca_file {}: {e}", ca_file.display())))?;
-    let certs = redis::TlsCertificates {
+    Ok(Some(redis::TlsCertificates {
         client_tls: None,
         root_cert: Some(root_cert),
-    };
-    redis::Client::build_with_tls(url, certs).map_err(unavailable)
+    }))
 }
 
 impl Shard {

@@ -35,7 +35,7 @@ impl Place {
         config: &crate::config::ClusterConfig,
         url: &str,
     ) -> Result<Place, EngineError> {
-        let client = client(url, config)?;
+        let client = client(url, config.redis_ca_file.as_deref())?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -63,17 +63,8 @@ impl Place {
         let mut builder = redis::cluster::ClusterClientBuilder::new(config.redis_cluster.clone())
             .connection_timeout(Duration::from_secs(2))
             .response_timeout(Duration::from_secs(2));
-        if let Some(ca_file) = &config.redis_ca_file {
-            let root_cert = std::fs::read(ca_file).map_err(|e| {
-                EngineError::Unavailable(format!(
-                    "cluster.redis_ca_file {}: {e}",
-                    ca_file.display()
-                ))
-            })?;
-            builder = builder.certs(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(root_cert),
-            });
+        if let Some(certs) = tls_certificates(config.redis_ca_file.as_deref())? {
+            builder = builder.certs(certs);
         }
         let client = builder
             .build()
@@ -145,11 +136,7 @@ impl Inner {
             )));
         };
         let url = topology::node_url(seed, &host, port, true)?;
-        let config = crate::config::ClusterConfig {
-            redis_ca_file: ca_file.clone(),
-            ..Default::default()
-        };
-        client(&url, &config).map_err(|e| {
+        client(&url, ca_file.as_deref()).map_err(|e| {
             redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
                 "node URL",
