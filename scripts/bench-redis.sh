@@ -7,6 +7,7 @@
 #                          EVALSHA/EVAL usec over the PUBLISH calls the scripts made)
 #   cpu_us_per_publish     the redis-server process's CPU (user+sys) per message,
 #                          network I/O and everything else included
+#   publishes_per_call     broadcasts one script call carried (the writer's batches)
 #   share                  each shard's part of all Redis CPU (even: 1/N each)
 # One line of JSON per Redis, then a summary line with the spread (max deviation of a
 # shard's CPU from the mean, in %).
@@ -68,13 +69,13 @@ else
   export SWITCHBOARD__CLUSTER__REDIS_SHARDS="[${urls%,}]"
 fi
 
-# commandstats and process CPU of one server, as "script_usec publish_calls cpu_usec".
+# commandstats and process CPU of one server, as "script_usec publish_calls cpu_usec script_calls".
 sample() {
   redis-cli -p "$1" info all | tr -d '\r' | awk -F'[:=,]' '
-    /^cmdstat_evalsha:|^cmdstat_eval:/ { for (i = 2; i <= NF; i++) if ($i == "usec") script += $(i+1) }
+    /^cmdstat_evalsha:|^cmdstat_eval:/ { for (i = 2; i <= NF; i++) { if ($i == "usec") script += $(i+1); if ($i == "calls") calls += $(i+1) } }
     /^cmdstat_publish:|^cmdstat_spublish:/ { for (i = 2; i <= NF; i++) if ($i == "calls") publishes += $(i+1) }
     /^used_cpu_sys:|^used_cpu_user:/ { cpu += $2 * 1000000 }
-    END { printf "%d %d %d\n", script, publishes, cpu }'
+    END { printf "%d %d %d %d\n", script, publishes, cpu, calls }'
 }
 
 declare -A before
@@ -86,25 +87,26 @@ total_cpu=0
 declare -A cpu_of
 lines=()
 for port in "${ports[@]}"; do
-  read -r s0 p0 c0 <<<"${before[$port]}"
-  read -r s1 p1 c1 <<<"$(sample "$port")"
-  script=$((s1 - s0)); publishes=$((p1 - p0)); cpu=$((c1 - c0))
+  read -r s0 p0 c0 k0 <<<"${before[$port]}"
+  read -r s1 p1 c1 k1 <<<"$(sample "$port")"
+  script=$((s1 - s0)); publishes=$((p1 - p0)); cpu=$((c1 - c0)); calls=$((k1 - k0))
   cpu_of[$port]=$cpu
   total_cpu=$((total_cpu + cpu))
-  lines+=("$port $script $publishes $cpu")
+  lines+=("$port $script $publishes $cpu $calls")
 done
 all_publishes=0
 max_dev=0
 for line in "${lines[@]}"; do
-  read -r port script publishes cpu <<<"$line"
+  read -r port script publishes cpu calls <<<"$line"
   all_publishes=$((all_publishes + publishes))
-  python3 - "$port" "$script" "$publishes" "$cpu" "$total_cpu" "$SHARDS" <<'EOF'
+  python3 - "$port" "$script" "$publishes" "$cpu" "$total_cpu" "$SHARDS" "$calls" <<'EOF'
 import json, sys
-port, script, publishes, cpu, total, shards = map(int, sys.argv[1:])
+port, script, publishes, cpu, total, shards, calls = map(int, sys.argv[1:])
 print(json.dumps({
     "redis": port, "publishes": publishes,
     "script_us_per_publish": round(script / publishes, 2) if publishes else None,
     "cpu_us_per_publish": round(cpu / publishes, 2) if publishes else None,
+    "publishes_per_call": round(publishes / calls, 2) if calls else None,
     "share": round(cpu / total, 3) if total else None,
 }))
 EOF

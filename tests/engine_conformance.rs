@@ -191,6 +191,87 @@ fn history_is_capped_to_the_newest_entries() {
     });
 }
 
+/// A history is the newest capped entries, however many uncapped broadcasts
+/// (presence events) came after them (on Redis the stream holds both, read in pages).
+#[test]
+fn history_skips_uncapped_broadcasts_published_after_it() {
+    conform(|engine| {
+        Box::pin(async move {
+            let key = ChannelKey::new("app", "busy-presence");
+            for i in 0..5 {
+                engine
+                    .publish(&key, broadcast(&format!("h{i}"), Audience::everyone(), 4))
+                    .await
+                    .unwrap();
+            }
+            for i in 0..450 {
+                engine
+                    .publish(&key, broadcast(&format!("p{i}"), Audience::everyone(), 0))
+                    .await
+                    .unwrap();
+            }
+            let history = engine.history(&key).await.unwrap();
+            let expected: Vec<Bytes> = (1..5)
+                .map(|i| broadcast(&format!("h{i}"), Audience::everyone(), 0).json)
+                .collect();
+            assert_eq!(texts(&history), expected);
+        })
+    });
+}
+
+/// A history nobody added to within `cluster.history_ttl_s` is gone.
+#[test]
+fn history_expires_after_its_ttl_without_writes() {
+    actix_rt::System::new().block_on(async move {
+        let redis = Redis::start_with(&[]).await;
+        let redis_cluster = Redis::start_cluster().await;
+        for config in [
+            ClusterConfig {
+                redis_url: redis.url(),
+                history_ttl_s: 1,
+                ..ClusterConfig::default()
+            },
+            ClusterConfig {
+                redis_cluster: redis_cluster
+                    .shard_ports()
+                    .iter()
+                    .map(|p| format!("redis://127.0.0.1:{p}"))
+                    .collect(),
+                history_ttl_s: 1,
+                ..ClusterConfig::default()
+            },
+        ] {
+            let engine = ready_engine(&config).await;
+            let key = ChannelKey::new("app", "short-lived");
+            engine
+                .publish(&key, broadcast("old", Audience::everyone(), 10))
+                .await
+                .unwrap();
+            assert_eq!(engine.history(&key).await.unwrap().len(), 1);
+            // The TTL is the event awaited here.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            engine
+                .publish(&key, broadcast("presence", Audience::everyone(), 0))
+                .await
+                .unwrap();
+            assert!(
+                engine.history(&key).await.unwrap().is_empty(),
+                "expired with its TTL; an uncapped broadcast does not revive it"
+            );
+            engine
+                .publish(&key, broadcast("new", Audience::everyone(), 10))
+                .await
+                .unwrap();
+            let history = engine.history(&key).await.unwrap();
+            assert_eq!(
+                texts(&history),
+                vec![broadcast("new", Audience::everyone(), 0).json],
+                "written again, without what expired"
+            );
+        }
+    });
+}
+
 #[test]
 fn audiences_survive_delivery_and_history_remembers_who_may_see_an_entry() {
     conform(|engine| {

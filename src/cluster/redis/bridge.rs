@@ -148,10 +148,10 @@ impl Inner {
                 .arg("+")
                 .query_async(&mut conn)
                 .await;
-            let mut found = Vec::new();
-            if let Ok(list) = &entries {
-                collect_entries(list, &mut found);
-            }
+            let found = entries
+                .as_ref()
+                .map(history::recovery_entries)
+                .unwrap_or_default();
             let mut routes = self.routes.lock();
             let Some(route) = routes.get_mut(&topic) else {
                 continue;

@@ -8,8 +8,8 @@
 //! Keys (P = `cluster.prefix`, A = app hash, C = channel):
 //! - `P A:ch:C`   pub/sub topic of a channel; payload = stream id line, header line (id
 //!   `<node>:<sequence>`, audience, republished flag), frame JSON
-//! - `P A:s:C`    recovery stream of a channel (the same envelopes, ~1,000, 2 min TTL)
-//! - `P A:h:C`    history list (entries: auth-only flag byte + frame JSON), capped, with TTL
+//! - `P A:s:C`    stream of a channel: the same envelopes with their history cap, ~1,000;
+//!   a node recovers what it missed from it, and it is the history (`history`)
 //! - `P A:m:C`    members hash: socket id -> `node\n<presence><authenticated>\n<client JSON>`
 //! - `P A:u:U`    per-user connection counts: node -> count
 //! - `P nodes`    sorted set: node id -> last heartbeat (ms)
@@ -18,8 +18,9 @@
 //! - `P A:wh`     lifecycle webhook events of app A (stream), `:bytes` their size, `:lease` its sender
 //! - `P control`  server API commands for every node; `P control:N` node N's answers
 //!
-//! Files: this one holds the shard and its subscriptions; `writer` publishes and
-//! history reads, batched per channel; `shards` the router over shards; `members`
+//! Files: this one holds the shard and its subscriptions; `broker` the shard as the
+//! channels' `Broker`; `writer` publishes and history reads, many channels' batches
+//! in one script call; `history` the stream as history; `shards` the router over shards; `members`
 //! membership, presence lists and user slots; `bridge` the pub/sub connection and
 //! recovery; `publish` the wire envelope and the broadcasts kept for a republish;
 //! `presence` heartbeats and the sweep of dead nodes; `events` the durable event stream;
@@ -27,8 +28,10 @@
 //! of lifecycle events and its sender's lease.
 
 mod bridge;
+mod broker;
 mod control;
 mod events;
+mod history;
 mod members;
 mod place;
 mod presence;
@@ -97,7 +100,7 @@ struct Inner {
     /// republish is done, dropped when it loses Redis (`writer`).
     publish_conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
     /// Each channel's publishes and history reads waiting to go (`writer`).
-    writes: Mutex<HashMap<String, writer::Queue>>,
+    writes: Mutex<writer::Writes>,
     /// Bytes of the publishes in `writes`, and their bound (`cluster.resend_buffer_bytes`).
     queued_bytes: std::sync::atomic::AtomicUsize,
     queue_limit: usize,
@@ -122,6 +125,7 @@ struct Inner {
     /// Commands this node asked, by id: where the other nodes' answers go.
     awaiting_answers: Mutex<HashMap<String, mpsc::UnboundedSender<usize>>>,
     publish_script: Script,
+    history_script: Script,
     admit_script: Script,
     member_joined_script: Script,
     member_left_script: Script,
@@ -180,9 +184,6 @@ fn glob_escape(s: &str) -> String {
 impl Inner {
     fn topic(&self, key: &ChannelKey) -> String {
         format!("{}{}:ch:{}", self.prefix, key.app, key.channel)
-    }
-    fn history_key(&self, key: &ChannelKey) -> String {
-        format!("{}{}:h:{}", self.prefix, key.app, key.channel)
     }
     fn members_key(&self, key: &ChannelKey) -> String {
         format!("{}{}:m:{}", self.prefix, key.app, key.channel)
@@ -273,11 +274,7 @@ impl Shard {
             answers: format!("{}control:{node_id}", place.prefix),
         };
         let sharded_pubsub = matches!(place.server, Server::Cluster { .. });
-        let publish_lua = if sharded_pubsub {
-            writer::PUBLISH_LUA.replace("'PUBLISH'", "'SPUBLISH'")
-        } else {
-            writer::PUBLISH_LUA.to_string()
-        };
+        let publish_lua = writer::publish_lua(sharded_pubsub);
         let inner = Arc::new(Inner {
             server: place.server,
             prefix: place.prefix,
@@ -290,7 +287,7 @@ impl Shard {
             routes: Mutex::new(HashMap::new()),
             sub_tx,
             publish_conn: Mutex::new(None),
-            writes: Mutex::new(HashMap::new()),
+            writes: Mutex::new(writer::Writes::default()),
             queued_bytes: std::sync::atomic::AtomicUsize::new(0),
             queue_limit: config.resend_buffer_bytes,
             own_members: Mutex::new(HashMap::new()),
@@ -305,6 +302,7 @@ impl Shard {
             command_sink: Mutex::new(None),
             awaiting_answers: Mutex::new(HashMap::new()),
             publish_script: Script::new(&publish_lua),
+            history_script: Script::new(history::READ_LUA),
             admit_script: Script::new(ADMIT_USER_LUA),
             member_joined_script: Script::new(&webhooks::member_joined_lua()),
             member_left_script: Script::new(&webhooks::member_left_lua()),

@@ -40,21 +40,15 @@ impl Inner {
                     } else {
                         p.history_cap
                     };
-                    (
-                        p.key.clone(),
-                        mark_republished(&p.envelope),
-                        cap,
-                        p.entry.clone(),
-                    )
+                    (p.key.clone(), mark_republished(&p.envelope), cap)
                 })
                 .collect()
         };
         let mut conn = self.conn();
-        for (key, envelope, cap, entry) in &waiting {
-            self.publish_batch(
+        for (key, envelope, cap) in &waiting {
+            self.publish_batches(
                 &mut conn,
-                key,
-                std::iter::once((&envelope[..], *cap, &entry[..])),
+                std::iter::once((key, vec![(&envelope[..], *cap)])),
             )
             .await?;
         }
@@ -121,48 +115,6 @@ pub(super) fn encode_envelope(mid: &str, b: &Broadcast) -> Vec<u8> {
     out
 }
 
-/// A history list entry: a flag byte (`0` everyone, `1` authenticated members only),
-/// or `a` + the audience as a JSON line (an event aimed at one user), then the frame.
-pub(super) fn encode_history_entry(b: &Broadcast) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.json.len() + 1);
-    match &b.audience {
-        Audience::Members { authenticated_only } => {
-            out.push(if *authenticated_only { b'1' } else { b'0' })
-        }
-        audience => {
-            out.push(b'a');
-            out.extend(serde_json::to_vec(audience).expect("audiences serialise"));
-            out.push(b'\n');
-        }
-    }
-    out.extend_from_slice(&b.json);
-    out
-}
-
-pub(super) fn decode_history_entry(e: &[u8]) -> Option<HistoryEntry> {
-    let (&flag, rest) = e.split_first()?;
-    let (audience, json) = match flag {
-        b'0' | b'1' => (
-            Audience::Members {
-                authenticated_only: flag == b'1',
-            },
-            rest,
-        ),
-        b'a' => {
-            let split = rest.iter().position(|&c| c == b'\n')?;
-            (
-                serde_json::from_slice(&rest[..split]).ok()?,
-                &rest[split + 1..],
-            )
-        }
-        _ => return None,
-    };
-    Some(HistoryEntry {
-        json: Bytes::copy_from_slice(json),
-        audience,
-    })
-}
-
 /// A broadcast as it arrived: its id, whether it was republished, and itself.
 pub(super) struct Arrived {
     pub(super) mid: String,
@@ -195,7 +147,6 @@ pub(super) struct Pending {
     pub(super) key: ChannelKey,
     pub(super) envelope: Vec<u8>,
     pub(super) history_cap: usize,
-    pub(super) entry: Vec<u8>,
     pub(super) at: std::time::Instant,
     /// When it came back.
     pub(super) confirmed_at: Option<std::time::Instant>,
@@ -203,7 +154,7 @@ pub(super) struct Pending {
 
 impl Pending {
     fn bytes(&self) -> usize {
-        self.envelope.len() + self.entry.len() + self.mid.len()
+        self.envelope.len() + self.mid.len()
     }
 }
 
@@ -289,7 +240,6 @@ mod tests {
             key: ChannelKey::new("a", "c"),
             envelope: vec![0; 100],
             history_cap: 0,
-            entry: Vec::new(),
             at: std::time::Instant::now(),
             confirmed_at: None,
         }
@@ -348,9 +298,6 @@ mod tests {
             let again = decode_envelope(&mark_republished(&encode_envelope("n:1", &b))).unwrap();
             assert!(again.republished);
             assert_eq!(again.broadcast.json, b.json);
-            let stored = decode_history_entry(&encode_history_entry(&b)).unwrap();
-            assert_eq!(stored.audience, audience);
-            assert_eq!(stored.json, b.json);
         }
     }
 }

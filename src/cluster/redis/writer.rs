@@ -1,61 +1,81 @@
 //! Publishes leave in batches: a channel does not wait for one publish's answer
-//! before the next. Each channel (topic) has a queue; while a batch is at Redis, what
-//! the channel publishes meanwhile waits in the queue and goes as the next batch, in
-//! one script call (one round trip, one script's fixed cost, for all of it). Order
-//! is the queue's: a channel has one writer (its actor), which queues in call order.
+//! before the next, and one script call carries the batches of many channels. Each
+//! channel (topic) has a queue; the shard's writer sends at most `CALLS_IN_FLIGHT`
+//! script calls at a time, and what the channels publish while those are at Redis
+//! waits in their queues and goes in the next call: one round trip and one script's
+//! fixed cost for all of it. The busier Redis is, the bigger the calls, the less a
+//! publish costs it.
 //!
-//! History reads queue behind the publishes before them, so a join reads a history
-//! that holds every message its channel published before it (as when each publish
-//! was awaited).
+//! Order is the queue's: a channel has one writer (its actor), which queues in call
+//! order, and a channel has at most one call at Redis at a time. History reads queue
+//! behind the publishes before them, so a join reads a history that holds every
+//! message its channel published before it (as when each publish was awaited).
 //!
-//! A batch is capped in bytes (`BATCH_BYTES`): what one script sends to each
+//! A call is capped in bytes (`BATCH_BYTES`): what one script sends to each
 //! subscribed node then fits in one write of Redis's event loop (64 KiB a client),
 //! so a Redis that dies leaves no half-sent batch on one node while another node
-//! (the sender's) got all of it.
+//! (the sender's) got all of it. Under Redis Cluster a shard is one partition, whose
+//! keys share one slot, so a call never spans slots.
 
 use super::*;
 use std::collections::VecDeque;
 
-/// At most this many envelope bytes in one batch.
+/// At most this many envelope bytes in one script call.
 const BATCH_BYTES: usize = 32 * 1024;
-/// At most this many broadcasts in one batch.
+/// At most this many broadcasts in one script call.
 const BATCH_COUNT: usize = 256;
+/// Script calls of one shard at Redis at a time: two, so one is on the wire while
+/// Redis runs the other, and the rest gathers for the next.
+const CALLS_IN_FLIGHT: usize = 2;
 
-/// KEYS: topic, history list, recovery stream. ARGV: history TTL (ms), then per
-/// broadcast: envelope, history cap, history entry. Every broadcast is appended to
-/// the recovery stream and published with its stream id (so a node that
-/// re-subscribes can fetch what it missed), and to the history when its cap is set.
+/// KEYS: per channel its topic and its stream. ARGV: TTL (ms) of a stream holding
+/// history, then per channel: how many broadcasts, and per broadcast its envelope
+/// and history cap. Every broadcast is appended to its channel's stream once, with
+/// its cap (the stream is the history too, `history`), and published with its
+/// stream id (so a node that re-subscribes can fetch what it missed).
 pub(super) const PUBLISH_LUA: &str = r#"
-local stored = 0
-for i = 2, #ARGV, 3 do
-  local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'e', ARGV[i])
-  local cap = tonumber(ARGV[i + 1])
-  if cap > 0 then
-    redis.call('RPUSH', KEYS[2], ARGV[i + 2])
-    if cap > stored then stored = cap end
+local a = 2
+for k = 1, #KEYS, 2 do
+  local kept = false
+  for _ = 1, tonumber(ARGV[a]) do
+    local id = redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', RECOVERY_LEN, '*', 'e', ARGV[a + 1], 'h', ARGV[a + 2])
+    if ARGV[a + 2] ~= '0' then kept = true end
+    redis.call('PUBLISH', KEYS[k], id .. '\n' .. ARGV[a + 1])
+    a = a + 2
   end
-  redis.call('PUBLISH', KEYS[1], id .. '\n' .. ARGV[i])
+  a = a + 1
+  if kept then
+    redis.call('PEXPIRE', KEYS[k + 1], ARGV[1])
+  elseif redis.call('PTTL', KEYS[k + 1]) < RECOVERY_TTL_MS then
+    redis.call('PEXPIRE', KEYS[k + 1], RECOVERY_TTL_MS)
+  end
 end
-redis.call('PEXPIRE', KEYS[3], 120000)
-if stored > 0 then
-  redis.call('LTRIM', KEYS[2], -stored, -1)
-  redis.call('PEXPIRE', KEYS[2], ARGV[1])
-end
-return (#ARGV - 1) / 3
+return a
 "#;
+
+/// `PUBLISH_LUA` with its constants filled in, and `SPUBLISH` under Redis Cluster.
+pub(super) fn publish_lua(sharded_pubsub: bool) -> String {
+    let lua = PUBLISH_LUA
+        .replace("RECOVERY_LEN", &history::RECOVERY_LEN.to_string())
+        .replace("RECOVERY_TTL_MS", &history::RECOVERY_TTL_MS.to_string());
+    if sharded_pubsub {
+        lua.replace("'PUBLISH'", "'SPUBLISH'")
+    } else {
+        lua
+    }
+}
 
 /// One broadcast, ready for the script.
 pub(super) struct Prepared {
     pub(super) envelope: Vec<u8>,
     pub(super) history_cap: usize,
-    pub(super) entry: Vec<u8>,
     /// Its id when this node keeps it until it comes back (see `Pending`).
     pub(super) tracked: Option<String>,
 }
 
 impl Prepared {
     pub(super) fn size(&self) -> usize {
-        self.envelope.len() + self.entry.len()
+        self.envelope.len()
     }
 }
 
@@ -64,73 +84,159 @@ pub(super) enum Write {
     History(oneshot::Sender<Result<Vec<Vec<u8>>, EngineError>>),
 }
 
-/// A channel's queue, and whether a task is draining it.
-#[derive(Default)]
-pub(super) struct Queue {
+/// A channel's queue.
+struct Queue {
+    key: ChannelKey,
     items: VecDeque<Write>,
-    draining: bool,
+    /// A call or read of this channel is at Redis: the next waits for its answer.
+    busy: bool,
 }
 
-/// What the drain task takes from a queue in one step.
+/// The shard's writes: every channel's queue, the channels whose next write may go,
+/// and the calls at Redis.
+#[derive(Default)]
+pub(super) struct Writes {
+    queues: HashMap<String, Queue>,
+    ready: VecDeque<String>,
+    calls: usize,
+}
+
+type Batch = Vec<(Prepared, oneshot::Sender<Result<(), EngineError>>)>;
+
+/// What the writer sends next.
 enum Step {
-    Publish(Vec<(Prepared, oneshot::Sender<Result<(), EngineError>>)>),
-    History(oneshot::Sender<Result<Vec<Vec<u8>>, EngineError>>),
+    /// One script call: the batches of several channels, by topic.
+    Publish(Vec<(String, ChannelKey, Batch)>),
+    History(
+        String,
+        ChannelKey,
+        oneshot::Sender<Result<Vec<Vec<u8>>, EngineError>>,
+    ),
+}
+
+impl Writes {
+    /// The next step, from the channels that are ready; None when none is (or the
+    /// calls in flight are at their bound).
+    fn next_step(&mut self, queued_bytes: &std::sync::atomic::AtomicUsize) -> Option<Step> {
+        if self.calls >= CALLS_IN_FLIGHT {
+            return None;
+        }
+        let mut channels = Vec::new();
+        let (mut bytes, mut count) = (0, 0);
+        while count < BATCH_COUNT && bytes < BATCH_BYTES {
+            let Some(topic) = self.ready.front().cloned() else {
+                break;
+            };
+            let Some(queue) = self.queues.get_mut(&topic) else {
+                self.ready.pop_front();
+                continue;
+            };
+            match queue.items.front() {
+                None => {
+                    self.ready.pop_front();
+                    self.queues.remove(&topic);
+                }
+                Some(Write::History(_)) => {
+                    if !channels.is_empty() {
+                        break;
+                    }
+                    self.ready.pop_front();
+                    queue.busy = true;
+                    let Some(Write::History(done)) = queue.items.pop_front() else {
+                        unreachable!("the front is a history read");
+                    };
+                    self.calls += 1;
+                    return Some(Step::History(topic, queue.key.clone(), done));
+                }
+                Some(Write::Publish(first, _)) => {
+                    if !channels.is_empty() && bytes + first.size() > BATCH_BYTES {
+                        break;
+                    }
+                    self.ready.pop_front();
+                    queue.busy = true;
+                    let mut batch = Vec::new();
+                    while count < BATCH_COUNT {
+                        let Some(Write::Publish(next, _)) = queue.items.front() else {
+                            break;
+                        };
+                        if !batch.is_empty() && bytes + next.size() > BATCH_BYTES {
+                            break;
+                        }
+                        bytes += next.size();
+                        count += 1;
+                        if let Some(Write::Publish(next, done)) = queue.items.pop_front() {
+                            batch.push((next, done));
+                        }
+                    }
+                    channels.push((topic, queue.key.clone(), batch));
+                }
+            }
+        }
+        if channels.is_empty() {
+            return None;
+        }
+        queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.calls += 1;
+        Some(Step::Publish(channels))
+    }
+
+    /// A step of `topics` is answered: their next writes may go.
+    fn finished<'a>(&mut self, topics: impl Iterator<Item = &'a String>) {
+        self.calls -= 1;
+        for topic in topics {
+            if let Some(queue) = self.queues.get_mut(topic) {
+                queue.busy = false;
+                if queue.items.is_empty() {
+                    self.queues.remove(topic);
+                } else {
+                    self.ready.push_back(topic.clone());
+                }
+            }
+        }
+    }
 }
 
 impl Inner {
-    /// Queue a write of `key`'s channel; starts the channel's drain task when idle.
+    /// Queue a write of `key`'s channel, and send what may go.
     pub(super) fn queue_write(self: &Arc<Self>, key: &ChannelKey, write: Write) {
         let topic = self.topic(key);
-        let mut queues = self.writes.lock();
-        let queue = queues.entry(topic.clone()).or_default();
-        queue.items.push_back(write);
-        if !queue.draining {
-            queue.draining = true;
-            actix_rt::spawn(drain(self.clone(), key.clone(), topic));
+        {
+            let mut writes = self.writes.lock();
+            let writes = &mut *writes;
+            let queue = writes.queues.entry(topic.clone()).or_insert_with(|| Queue {
+                key: key.clone(),
+                items: VecDeque::new(),
+                busy: false,
+            });
+            queue.items.push_back(write);
+            // Listed once: when its first write arrives while it is not at Redis.
+            if !queue.busy && queue.items.len() == 1 {
+                writes.ready.push_back(topic);
+            }
+        }
+        self.send_ready();
+    }
+
+    /// Start the steps that may go now.
+    fn send_ready(self: &Arc<Self>) {
+        loop {
+            let step = self.writes.lock().next_step(&self.queued_bytes);
+            let Some(step) = step else {
+                return;
+            };
+            actix_rt::spawn(send(self.clone(), step));
         }
     }
 
     /// Room in the write queues for `bytes` more (`cluster.resend_buffer_bytes`):
     /// when Redis answers slower than the node publishes, new broadcasts are
     /// refused (`Service unavailable` to their sender) rather than queued unbounded.
-    fn take_queue_room(&self, bytes: usize) -> bool {
+    pub(super) fn take_queue_room(&self, bytes: usize) -> bool {
         self.queued_bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
                 (queued + bytes <= self.queue_limit).then_some(queued + bytes)
             })
             .is_ok()
-    }
-
-    /// The next step of a channel's queue; None (and the queue forgotten) when empty.
-    fn next_step(&self, topic: &str) -> Option<Step> {
-        let mut queues = self.writes.lock();
-        let queue = queues.get_mut(topic)?;
-        match queue.items.pop_front() {
-            None => {
-                queues.remove(topic);
-                None
-            }
-            Some(Write::History(done)) => Some(Step::History(done)),
-            Some(Write::Publish(first, done)) => {
-                let mut bytes = first.size();
-                let mut batch = vec![(first, done)];
-                while batch.len() < BATCH_COUNT {
-                    let Some(Write::Publish(next, _)) = queue.items.front() else {
-                        break;
-                    };
-                    let size = next.size();
-                    if bytes + size > BATCH_BYTES {
-                        break;
-                    }
-                    bytes += size;
-                    if let Some(Write::Publish(next, done)) = queue.items.pop_front() {
-                        batch.push((next, done));
-                    }
-                }
-                self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-                Some(Step::Publish(batch))
-            }
-        }
     }
 
     /// Publish an envelope (not kept in history) through the channel's queue, after
@@ -144,7 +250,6 @@ impl Inner {
         let prepared = Prepared {
             envelope,
             history_cap: 0,
-            entry: Vec::new(),
             tracked: None,
         };
         // A swept member's leave is not refused for room: it is counted all the same.
@@ -156,64 +261,71 @@ impl Inner {
             .unwrap_or_else(|_| Err(EngineError::Unavailable("writer stopped".into())))
     }
 
-    /// One script call for a batch of broadcasts of one channel, in order.
-    pub(super) async fn publish_batch<'a, C: redis::aio::ConnectionLike>(
+    /// One script call for batches of broadcasts of several channels, each in order.
+    pub(super) async fn publish_batches<'a, C: redis::aio::ConnectionLike>(
         &self,
         conn: &mut C,
-        key: &ChannelKey,
-        batch: impl Iterator<Item = (&'a [u8], usize, &'a [u8])>,
+        channels: impl Iterator<Item = (&'a ChannelKey, Vec<(&'a [u8], usize)>)>,
     ) -> redis::RedisResult<i64> {
         let mut invocation = self.publish_script.prepare_invoke();
-        invocation
-            .key(self.topic(key))
-            .key(self.history_key(key))
-            .key(self.recovery_stream(key))
-            .arg(self.history_ttl_ms);
-        for (envelope, cap, entry) in batch {
-            invocation.arg(envelope).arg(cap).arg(entry);
+        invocation.arg(self.history_stream_ttl_ms());
+        for (key, batch) in channels {
+            invocation
+                .key(self.topic(key))
+                .key(self.recovery_stream(key))
+                .arg(batch.len());
+            for (envelope, cap) in batch {
+                invocation.arg(envelope).arg(cap);
+            }
         }
         invocation.invoke_async(conn).await
     }
 }
 
-/// Send a channel's queued writes, batch after batch, until the queue is empty.
-async fn drain(inner: Arc<Inner>, key: ChannelKey, topic: String) {
-    while let Some(step) = inner.next_step(&topic) {
-        match step {
-            Step::History(done) => {
-                let mut conn = inner.conn();
-                let read: redis::RedisResult<Vec<Vec<u8>>> =
-                    conn.lrange(inner.history_key(&key), 0, -1).await;
-                let _ = done.send(read.map_err(unavailable));
-            }
-            Step::Publish(batch) => {
-                let started = std::time::Instant::now();
-                // Only on the connection of the bridge's current session with Redis,
-                // made after the reconnect's republish: receivers tell repeats by each
-                // node's sequence, so nothing newer from this node may reach a new
-                // Redis before what is republished (a self-healing connection would
-                // carry a batch queued before the loss over to the new server).
-                let conn = inner.publish_conn.lock().clone();
-                let sent = match conn {
-                    None => Err(redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "Redis unreachable",
-                    ))),
-                    Some(mut conn) => {
-                        inner
-                            .publish_batch(
-                                &mut conn,
-                                &key,
-                                batch
-                                    .iter()
-                                    .map(|(p, _)| (&p.envelope[..], p.history_cap, &p.entry[..])),
-                            )
-                            .await
-                    }
-                };
-                if sent.is_ok() {
-                    crate::metrics::redis_roundtrip(started.elapsed());
+/// Send one step, answer its writers, and start what may go next.
+async fn send(inner: Arc<Inner>, step: Step) {
+    match step {
+        Step::History(topic, key, done) => {
+            let read = inner.read_history(&key).await;
+            let _ = done.send(read.map_err(unavailable));
+            inner.writes.lock().finished(std::iter::once(&topic));
+        }
+        Step::Publish(channels) => {
+            let started = std::time::Instant::now();
+            // Only on the connection of the bridge's current session with Redis,
+            // made after the reconnect's republish: receivers tell repeats by each
+            // node's sequence, so nothing newer from this node may reach a new
+            // Redis before what is republished (a self-healing connection would
+            // carry a batch queued before the loss over to the new server).
+            let conn = inner.publish_conn.lock().clone();
+            let sent = match conn {
+                None => Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "Redis unreachable",
+                ))),
+                Some(mut conn) => {
+                    inner
+                        .publish_batches(
+                            &mut conn,
+                            channels.iter().map(|(_, key, batch)| {
+                                (
+                                    key,
+                                    batch
+                                        .iter()
+                                        .map(|(p, _)| (&p.envelope[..], p.history_cap))
+                                        .collect(),
+                                )
+                            }),
+                        )
+                        .await
                 }
+            };
+            if sent.is_ok() {
+                crate::metrics::redis_roundtrip(started.elapsed());
+            }
+            let mut topics = Vec::with_capacity(channels.len());
+            for (topic, _, batch) in channels {
+                topics.push(topic);
                 for (prepared, done) in batch {
                     let answer = match &sent {
                         Ok(_) => Ok(()),
@@ -228,128 +340,8 @@ async fn drain(inner: Arc<Inner>, key: ChannelKey, topic: String) {
                     let _ = done.send(answer);
                 }
             }
+            inner.writes.lock().finished(topics.iter());
         }
     }
-}
-
-impl Broker for Shard {
-    /// Queued for the channel's writer at once, so the broadcast's place in the
-    /// channel's order is fixed by this call, and a busy channel's broadcasts go in
-    /// batches without waiting for each other's answers (`writer`).
-    fn publish(&self, key: &ChannelKey, msg: Broadcast) -> EngineResult<()> {
-        let inner = &self.inner;
-        if !inner.connected.load(Ordering::Acquire) {
-            return refused("Redis unreachable");
-        }
-        let entry = publish::encode_history_entry(&msg);
-        let mid = inner.next_mid();
-        let envelope = encode_envelope(&mid, &msg);
-        // Tracked only where this node will see it come back (a local subscription).
-        let tracked = inner.routes.lock().contains_key(&inner.topic(key));
-        if tracked {
-            let taken = inner.pending.lock().push(Pending {
-                mid: mid.clone(),
-                key: key.clone(),
-                envelope: envelope.clone(),
-                history_cap: msg.history_cap,
-                entry: entry.clone(),
-                at: std::time::Instant::now(),
-                confirmed_at: None,
-            });
-            if !taken {
-                crate::metrics::dropped("resend_buffer_full");
-                return refused("resend buffer full");
-            }
-        }
-        let (done, answer) = oneshot::channel();
-        let prepared = writer::Prepared {
-            envelope,
-            history_cap: msg.history_cap,
-            entry,
-            tracked: tracked.then_some(mid),
-        };
-        if !inner.take_queue_room(prepared.size()) {
-            if let Some(mid) = &prepared.tracked {
-                inner.pending.lock().remove(mid);
-            }
-            crate::metrics::dropped("write_queue_full");
-            return refused("write queue full");
-        }
-        inner.queue_write(key, writer::Write::Publish(prepared, done));
-        Box::pin(async move {
-            answer
-                .await
-                .unwrap_or_else(|_| Err(EngineError::Unavailable("writer stopped".into())))
-        })
-    }
-
-    /// Behind the channel's publishes queued before it (`writer`).
-    fn history(&self, key: &ChannelKey) -> EngineResult<Vec<HistoryEntry>> {
-        let (done, answer) = oneshot::channel();
-        self.inner.queue_write(key, writer::Write::History(done));
-        Box::pin(async move {
-            let raw = answer
-                .await
-                .unwrap_or_else(|_| Err(EngineError::Unavailable("writer stopped".into())))?;
-            Ok(raw
-                .iter()
-                .filter_map(|e| publish::decode_history_entry(e))
-                .collect())
-        })
-    }
-
-    fn subscribe(&self, key: &ChannelKey, sink: Recipient<Deliver>) -> EngineResult<()> {
-        let topic = self.inner.topic(key);
-        let first = {
-            let mut routes = self.inner.routes.lock();
-            let route = routes.entry(topic.clone()).or_insert_with(|| Route {
-                recipients: Vec::new(),
-                last_id: None,
-                since_ms: now_ms(),
-                recovering: None,
-                delivered: HashMap::new(),
-            });
-            route.recipients.push(sink);
-            route.recipients.len() == 1
-        };
-        if !first {
-            return crate::cluster::engine::done(());
-        }
-        // Queued in call order, so a later unsubscribe can't overtake it.
-        let (ack_tx, ack_rx) = oneshot::channel();
-        let _ = self.inner.sub_tx.send(SubCommand::Subscribe(topic, ack_tx));
-        Box::pin(async move {
-            ack_rx
-                .await
-                .unwrap_or_else(|_| Err(EngineError::Unavailable("bridge stopped".into())))
-        })
-    }
-
-    /// Only the list: the recovery stream is not history, and expires by itself.
-    fn clear_history(&self, key: &ChannelKey) -> EngineResult<()> {
-        let inner = self.inner.clone();
-        let list = inner.history_key(key);
-        Box::pin(async move {
-            let mut conn = inner.conn();
-            conn.del::<_, ()>(list).await.map_err(unavailable)
-        })
-    }
-
-    /// The reconnect count (see `Inner::epoch`): broadcasts are not numbered here
-    /// (the bridge skips repeats by origin and sequence).
-    fn watermark(&self) -> u64 {
-        self.inner.epoch.load(Ordering::Acquire)
-    }
-
-    fn unsubscribe(&self, key: &ChannelKey, sink: Recipient<Deliver>) {
-        let topic = self.inner.topic(key);
-        let mut routes = self.inner.routes.lock();
-        if let Some(route) = routes.get_mut(&topic) {
-            route.recipients.retain(|r| r != &sink);
-            if route.recipients.is_empty() {
-                routes.remove(&topic);
-                let _ = self.inner.sub_tx.send(SubCommand::Unsubscribe(topic));
-            }
-        }
-    }
+    inner.send_ready();
 }
