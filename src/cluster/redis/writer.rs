@@ -115,8 +115,22 @@ enum Step {
 }
 
 impl Writes {
-    /// The next step, from the channels that are ready; None when none is (or the
-    /// calls in flight are at their bound).
+    fn push(&mut self, topic: String, key: &ChannelKey, write: Write) {
+        let queue = self.queues.entry(topic.clone()).or_insert_with(|| Queue {
+            key: key.clone(),
+            items: VecDeque::new(),
+            busy: false,
+        });
+        queue.items.push_back(write);
+        // Listed once: when its first write arrives while it is not at Redis.
+        if !queue.busy && queue.items.len() == 1 {
+            self.ready.push_back(topic);
+        }
+    }
+
+    /// The next step, from the channels that are ready; None when none is, or when
+    /// the script calls in flight are at their bound (a history read first in line
+    /// waits then too: it is not overtaken, and it is rare next to publishes).
     fn next_step(&mut self, queued_bytes: &std::sync::atomic::AtomicUsize) -> Option<Step> {
         if self.calls >= CALLS_IN_FLIGHT {
             return None;
@@ -145,7 +159,7 @@ impl Writes {
                     let Some(Write::History(done)) = queue.items.pop_front() else {
                         unreachable!("the front is a history read");
                     };
-                    self.calls += 1;
+                    // Not a script call: reads do not wait for each other.
                     return Some(Step::History(topic, queue.key.clone(), done));
                 }
                 Some(Write::Publish(first, _)) => {
@@ -180,9 +194,12 @@ impl Writes {
         Some(Step::Publish(channels))
     }
 
-    /// A step of `topics` is answered: their next writes may go.
-    fn finished<'a>(&mut self, topics: impl Iterator<Item = &'a String>) {
-        self.calls -= 1;
+    /// A step of `topics` is answered (a script call when `call`): their next writes
+    /// may go.
+    fn finished<'a>(&mut self, call: bool, topics: impl Iterator<Item = &'a String>) {
+        if call {
+            self.calls -= 1;
+        }
         for topic in topics {
             if let Some(queue) = self.queues.get_mut(topic) {
                 queue.busy = false;
@@ -199,21 +216,7 @@ impl Writes {
 impl Inner {
     /// Queue a write of `key`'s channel, and send what may go.
     pub(super) fn queue_write(self: &Arc<Self>, key: &ChannelKey, write: Write) {
-        let topic = self.topic(key);
-        {
-            let mut writes = self.writes.lock();
-            let writes = &mut *writes;
-            let queue = writes.queues.entry(topic.clone()).or_insert_with(|| Queue {
-                key: key.clone(),
-                items: VecDeque::new(),
-                busy: false,
-            });
-            queue.items.push_back(write);
-            // Listed once: when its first write arrives while it is not at Redis.
-            if !queue.busy && queue.items.len() == 1 {
-                writes.ready.push_back(topic);
-            }
-        }
+        self.writes.lock().push(self.topic(key), key, write);
         self.send_ready();
     }
 
@@ -288,7 +291,7 @@ async fn send(inner: Arc<Inner>, step: Step) {
         Step::History(topic, key, done) => {
             let read = inner.read_history(&key).await;
             let _ = done.send(read.map_err(unavailable));
-            inner.writes.lock().finished(std::iter::once(&topic));
+            inner.writes.lock().finished(false, std::iter::once(&topic));
         }
         Step::Publish(channels) => {
             let started = std::time::Instant::now();
@@ -340,8 +343,113 @@ async fn send(inner: Arc<Inner>, step: Step) {
                     let _ = done.send(answer);
                 }
             }
-            inner.writes.lock().finished(topics.iter());
+            inner.writes.lock().finished(true, topics.iter());
         }
     }
     inner.send_ready();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn publish(writes: &mut Writes, channel: &str, text: &str) {
+        let (done, _) = oneshot::channel();
+        let prepared = Prepared {
+            envelope: text.as_bytes().to_vec(),
+            history_cap: 0,
+            tracked: None,
+        };
+        let key = ChannelKey::new("a", channel);
+        writes.push(channel.to_string(), &key, Write::Publish(prepared, done));
+    }
+
+    fn read(writes: &mut Writes, channel: &str) {
+        let (done, _) = oneshot::channel();
+        let key = ChannelKey::new("a", channel);
+        writes.push(channel.to_string(), &key, Write::History(done));
+    }
+
+    /// A call's channels and their envelopes, in the call's order.
+    fn call(step: Option<Step>) -> Vec<(String, Vec<String>)> {
+        match step {
+            Some(Step::Publish(channels)) => channels
+                .into_iter()
+                .map(|(topic, _, batch)| {
+                    let texts = batch
+                        .iter()
+                        .map(|(p, _)| String::from_utf8(p.envelope.clone()).unwrap())
+                        .collect();
+                    (topic, texts)
+                })
+                .collect(),
+            Some(Step::History(topic, ..)) => vec![(topic, vec!["history".into()])],
+            None => Vec::new(),
+        }
+    }
+
+    fn owned(call: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+        call.iter()
+            .map(|(t, texts)| (t.to_string(), texts.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    }
+
+    /// Channels ready together go in one call, each in its order; a channel at Redis
+    /// waits for its answer; at most `CALLS_IN_FLIGHT` calls at a time.
+    #[test]
+    fn one_call_carries_every_ready_channel_and_a_channel_has_one_call_at_redis() {
+        let queued = AtomicUsize::new(1 << 20);
+        let mut w = Writes::default();
+        publish(&mut w, "x", "x1");
+        publish(&mut w, "y", "y1");
+        publish(&mut w, "x", "x2");
+        assert_eq!(
+            call(w.next_step(&queued)),
+            owned(&[("x", &["x1", "x2"]), ("y", &["y1"])])
+        );
+        publish(&mut w, "x", "x3");
+        publish(&mut w, "z", "z1");
+        assert_eq!(
+            call(w.next_step(&queued)),
+            owned(&[("z", &["z1"])]),
+            "x is at Redis: its x3 waits"
+        );
+        publish(&mut w, "w", "w1");
+        assert!(w.next_step(&queued).is_none(), "two calls in flight");
+        w.finished(true, ["x".to_string(), "y".to_string()].iter());
+        assert_eq!(
+            call(w.next_step(&queued)),
+            owned(&[("w", &["w1"]), ("x", &["x3"])])
+        );
+    }
+
+    /// A history read goes after the publishes queued before it, alone.
+    #[test]
+    fn a_history_read_waits_for_the_publishes_before_it() {
+        let queued = AtomicUsize::new(1 << 20);
+        let mut w = Writes::default();
+        publish(&mut w, "x", "x1");
+        read(&mut w, "x");
+        publish(&mut w, "x", "x2");
+        assert_eq!(call(w.next_step(&queued)), owned(&[("x", &["x1"])]));
+        assert!(w.next_step(&queued).is_none(), "the read waits for x1");
+        w.finished(true, ["x".to_string()].iter());
+        assert_eq!(call(w.next_step(&queued)), owned(&[("x", &["history"])]));
+        assert!(w.next_step(&queued).is_none(), "x2 waits for the read");
+        w.finished(false, ["x".to_string()].iter());
+        assert_eq!(call(w.next_step(&queued)), owned(&[("x", &["x2"])]));
+    }
+
+    /// A call stops at `BATCH_BYTES`; the rest goes in the next.
+    #[test]
+    fn a_call_is_capped_in_bytes() {
+        let queued = AtomicUsize::new(1 << 20);
+        let mut w = Writes::default();
+        let big = "b".repeat(BATCH_BYTES / 2 + 1);
+        publish(&mut w, "x", &big);
+        publish(&mut w, "y", &big);
+        assert_eq!(call(w.next_step(&queued)).len(), 1);
+        assert_eq!(call(w.next_step(&queued)).len(), 1);
+    }
 }
