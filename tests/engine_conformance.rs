@@ -272,6 +272,64 @@ fn history_expires_after_its_ttl_without_writes() {
     });
 }
 
+/// Every channel stream has a TTL, so an idle channel costs Redis nothing: the
+/// recovery window without history, the history TTL with it, and a stream Redis lost
+/// while the node thought its TTL set gets one again when a publish creates it.
+#[test]
+fn every_channel_stream_expires() {
+    actix_rt::System::new().block_on(async move {
+        let redis = Redis::start_with(&[]).await;
+        let config = ClusterConfig {
+            redis_url: redis.url(),
+            history_ttl_s: 3600,
+            ..ClusterConfig::default()
+        };
+        let engine = ready_engine(&config).await;
+        let mut conn = redis.conn().await;
+        let key = ChannelKey::new("app", "expiring");
+        let ttl = |conn: &mut redis::aio::MultiplexedConnection| {
+            let mut conn = conn.clone();
+            async move {
+                let streams: Vec<String> = redis::cmd("KEYS")
+                    .arg("*app:s:expiring")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                assert_eq!(streams.len(), 1, "{streams:?}");
+                let ms: i64 = redis::cmd("PTTL")
+                    .arg(&streams[0])
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                (streams[0].clone(), ms)
+            }
+        };
+        engine
+            .publish(&key, broadcast("p", Audience::everyone(), 0))
+            .await
+            .unwrap();
+        let (stream, ms) = ttl(&mut conn).await;
+        assert!((100_000..=130_000).contains(&ms), "recovery window: {ms}");
+        engine
+            .publish(&key, broadcast("h", Audience::everyone(), 10))
+            .await
+            .unwrap();
+        let (_, ms) = ttl(&mut conn).await;
+        assert!(ms > 3_600_000, "history TTL: {ms}");
+        redis::cmd("DEL")
+            .arg(&stream)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        engine
+            .publish(&key, broadcast("p2", Audience::everyone(), 0))
+            .await
+            .unwrap();
+        let (_, ms) = ttl(&mut conn).await;
+        assert!(ms > 0, "a stream created again has a TTL: {ms}");
+    });
+}
+
 #[test]
 fn audiences_survive_delivery_and_history_remembers_who_may_see_an_entry() {
     conform(|engine| {

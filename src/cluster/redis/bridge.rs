@@ -265,6 +265,8 @@ pub(super) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
             continue;
         }
         restarted_since_republish = false;
+        // A new Redis may have lost the streams, or their TTLs: set them again.
+        inner.ttl_refresh.lock().forget();
         inner.recover(disconnected_at).await;
         match client
             .get_multiplexed_async_connection_with_config(&publish_conn_config())

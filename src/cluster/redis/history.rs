@@ -9,8 +9,8 @@
 //! a node recovering from the stream still finds every broadcast, and a history read
 //! stops at the marker.
 //!
-//! The stream lives `max(history TTL, RECOVERY_TTL_MS)` after the last publish kept
-//! in history, `RECOVERY_TTL_MS` after any other. A read stops at the first gap
+//! The stream lives at least `max(history TTL, RECOVERY_TTL_MS)` after the last
+//! publish kept in history, `RECOVERY_TTL_MS` after any other (`ttl`). A read stops at the first gap
 //! longer than the history TTL between kept entries (or since the newest): what is
 //! before it would have expired with a history of its own key.
 
@@ -97,9 +97,10 @@ impl Inner {
             .map(|_| ())
     }
 
-    /// How long a stream lives after a publish kept in history.
+    /// How long a stream lives after a publish kept in history (`ttl`: set again
+    /// at most every `ttl::REFRESH_EVERY`, so that much longer).
     pub(super) fn history_stream_ttl_ms(&self) -> u64 {
-        self.history_ttl_ms.max(RECOVERY_TTL_MS)
+        self.history_ttl_ms.max(RECOVERY_TTL_MS) + ttl::REFRESH_EVERY.as_millis() as u64
     }
 }
 

@@ -20,7 +20,8 @@
 //!
 //! Files: this one holds the shard and its subscriptions; `broker` the shard as the
 //! channels' `Broker`; `writer` publishes and history reads, many channels' batches
-//! in one script call; `history` the stream as history; `shards` the router over shards; `members`
+//! in one script call; `history` the stream as history; `ttl` how often
+//! a publish sets its stream's TTL; `shards` the router over shards; `members`
 //! membership, presence lists and user slots; `bridge` the pub/sub connection and
 //! recovery; `publish` the wire envelope and the broadcasts kept for a republish;
 //! `presence` heartbeats and the sweep of dead nodes; `events` the durable event stream;
@@ -39,6 +40,7 @@ mod publish;
 mod shards;
 mod subscriber;
 mod topology;
+mod ttl;
 mod webhooks;
 mod writer;
 
@@ -126,6 +128,8 @@ struct Inner {
     awaiting_answers: Mutex<HashMap<String, mpsc::UnboundedSender<usize>>>,
     publish_script: Script,
     history_script: Script,
+    /// When this node last set each stream's TTL (`ttl`).
+    ttl_refresh: Mutex<ttl::TtlRefresh>,
     admit_script: Script,
     member_joined_script: Script,
     member_left_script: Script,
@@ -303,6 +307,7 @@ impl Shard {
             awaiting_answers: Mutex::new(HashMap::new()),
             publish_script: Script::new(&publish_lua),
             history_script: Script::new(history::READ_LUA),
+            ttl_refresh: Mutex::new(ttl::TtlRefresh::default()),
             admit_script: Script::new(ADMIT_USER_LUA),
             member_joined_script: Script::new(&webhooks::member_joined_lua()),
             member_left_script: Script::new(&webhooks::member_left_lua()),

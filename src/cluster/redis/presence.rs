@@ -141,6 +141,7 @@ pub(super) async fn heartbeats(inner: Arc<Inner>) {
             continue;
         }
         inner.prune_pending();
+        inner.ttl_refresh.lock().prune();
         if let Err(e) = inner.heartbeat_and_sweep().await {
             tracing::debug!(error = %e, "heartbeat failed");
         }

@@ -29,25 +29,36 @@ const BATCH_COUNT: usize = 256;
 const CALLS_IN_FLIGHT: usize = 2;
 
 /// KEYS: per channel its topic and its stream. ARGV: TTL (ms) of a stream holding
-/// history, then per channel: how many broadcasts, and per broadcast its envelope
-/// and history cap. Every broadcast is appended to its channel's stream once, with
-/// its cap (the stream is the history too, `history`), and published with its
-/// stream id (so a node that re-subscribes can fetch what it missed).
+/// history, then per channel: how many broadcasts, whether to refresh the stream's
+/// TTL (`1`/`0`, see `ttl::TtlRefresh`), and per broadcast its envelope and history
+/// cap. Every broadcast is appended to its channel's stream once, with its cap (the
+/// stream is the history too, `history`), and published with its stream id (so a
+/// node that re-subscribes can fetch what it missed). A stream the script creates
+/// gets its TTL at once, so no stream is ever left without one.
 pub(super) const PUBLISH_LUA: &str = r#"
 local a = 2
 for k = 1, #KEYS, 2 do
-  local kept = false
+  local stream = KEYS[k + 1]
+  local kept, fresh = false, false
+  local refresh = ARGV[a + 1] == '1'
   for _ = 1, tonumber(ARGV[a]) do
-    local id = redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', RECOVERY_LEN, '*', 'e', ARGV[a + 1], 'h', ARGV[a + 2])
-    if ARGV[a + 2] ~= '0' then kept = true end
-    redis.call('PUBLISH', KEYS[k], id .. '\n' .. ARGV[a + 1])
+    local e, h = ARGV[a + 2], ARGV[a + 3]
+    local id = redis.call('XADD', stream, 'NOMKSTREAM', 'MAXLEN', '~', RECOVERY_LEN, '*', 'e', e, 'h', h)
+    if not id then
+      id = redis.call('XADD', stream, '*', 'e', e, 'h', h)
+      fresh = true
+    end
+    if h ~= '0' then kept = true end
+    redis.call('PUBLISH', KEYS[k], id .. '\n' .. e)
     a = a + 2
   end
-  a = a + 1
-  if kept then
-    redis.call('PEXPIRE', KEYS[k + 1], ARGV[1])
-  elseif redis.call('PTTL', KEYS[k + 1]) < RECOVERY_TTL_MS then
-    redis.call('PEXPIRE', KEYS[k + 1], RECOVERY_TTL_MS)
+  a = a + 2
+  if fresh or refresh then
+    if kept then
+      redis.call('PEXPIRE', stream, ARGV[1])
+    elseif redis.call('PTTL', stream) < RECOVERY_TTL_MS then
+      redis.call('PEXPIRE', stream, RECOVERY_TTL_MS)
+    end
   end
 end
 return a
@@ -57,7 +68,10 @@ return a
 pub(super) fn publish_lua(sharded_pubsub: bool) -> String {
     let lua = PUBLISH_LUA
         .replace("RECOVERY_LEN", &history::RECOVERY_LEN.to_string())
-        .replace("RECOVERY_TTL_MS", &history::RECOVERY_TTL_MS.to_string());
+        .replace(
+            "RECOVERY_TTL_MS",
+            &ttl::recovery_stream_ttl_ms().to_string(),
+        );
     if sharded_pubsub {
         lua.replace("'PUBLISH'", "'SPUBLISH'")
     } else {
@@ -273,10 +287,14 @@ impl Inner {
         let mut invocation = self.publish_script.prepare_invoke();
         invocation.arg(self.history_stream_ttl_ms());
         for (key, batch) in channels {
+            let topic = self.topic(key);
+            let kept = batch.iter().any(|&(_, cap)| cap > 0);
+            let refresh = self.ttl_refresh.lock().due(&topic, kept);
             invocation
-                .key(self.topic(key))
+                .key(topic)
                 .key(self.recovery_stream(key))
-                .arg(batch.len());
+                .arg(batch.len())
+                .arg(u8::from(refresh));
             for (envelope, cap) in batch {
                 invocation.arg(envelope).arg(cap);
             }
