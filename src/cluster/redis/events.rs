@@ -133,30 +133,47 @@ fn read_group(
     cmd
 }
 
-/// Entries of an XREADGROUP/XAUTOCLAIM answer: `[[id, [field, value, ...]], ...]`;
-/// the event is the value of field `event` (or the first value).
-pub(super) fn collect_entries(list: &redis::Value, out: &mut Vec<(String, Vec<u8>)>) {
-    let redis::Value::Array(items) = list else {
-        return;
+/// The entries of a stream reply (`XRANGE`, `XREADGROUP`, `XAUTOCLAIM`):
+/// `[[id, [field, value, ...]], ...]`, as (id, fields) in order; malformed ones skipped.
+pub(super) fn stream_entries(
+    list: &redis::Value,
+) -> impl Iterator<Item = (String, &[redis::Value])> {
+    let items = match list {
+        redis::Value::Array(items) => &items[..],
+        _ => &[],
     };
-    for item in items {
+    items.iter().filter_map(|item| {
         let redis::Value::Array(pair) = item else {
-            continue;
+            return None;
         };
         let (Some(id), Some(redis::Value::Array(fields))) = (pair.first(), pair.get(1)) else {
-            continue;
+            return None;
         };
-        let Ok(id) = redis::from_redis_value::<String>(id.clone()) else {
-            continue;
-        };
+        let id = redis::from_redis_value::<String>(id.clone()).ok()?;
+        Some((id, &fields[..]))
+    })
+}
+
+/// A stream entry's fields as (name, value) pairs.
+pub(super) fn entry_fields(
+    fields: &[redis::Value],
+) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
+    fields.chunks_exact(2).map(|kv| {
+        (
+            redis::from_redis_value(kv[0].clone()).unwrap_or_default(),
+            redis::from_redis_value(kv[1].clone()).unwrap_or_default(),
+        )
+    })
+}
+
+/// Entries of a stream reply as (id, event): the event is the value of field
+/// `event` (or the first value).
+pub(super) fn collect_entries(list: &redis::Value, out: &mut Vec<(String, Vec<u8>)>) {
+    for (id, fields) in stream_entries(list) {
         let mut payload = None;
-        for kv in fields.chunks(2) {
-            if let [k, v] = kv {
-                let k: String = redis::from_redis_value(k.clone()).unwrap_or_default();
-                let v: Vec<u8> = redis::from_redis_value(v.clone()).unwrap_or_default();
-                if k == "event" || payload.is_none() {
-                    payload = Some(v);
-                }
+        for (k, v) in entry_fields(fields) {
+            if k == "event" || payload.is_none() {
+                payload = Some(v);
             }
         }
         if let Some(p) = payload {

@@ -106,25 +106,10 @@ impl Inner {
 
 /// The stream's broadcasts (`e`), by stream id, in order; clear markers left out.
 pub(super) fn recovery_entries(list: &redis::Value) -> Vec<(String, Vec<u8>)> {
-    let redis::Value::Array(items) = list else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .filter_map(|item| {
-            let redis::Value::Array(pair) = item else {
-                return None;
-            };
-            let (Some(id), Some(redis::Value::Array(fields))) = (pair.first(), pair.get(1)) else {
-                return None;
-            };
-            let id: String = redis::from_redis_value(id.clone()).ok()?;
-            let field: String = redis::from_redis_value(fields.first()?.clone()).ok()?;
-            if field != "e" {
-                return None;
-            }
-            let envelope: Vec<u8> = redis::from_redis_value(fields.get(1)?.clone()).ok()?;
-            Some((id, envelope))
+    events::stream_entries(list)
+        .filter_map(|(id, fields)| {
+            let (field, envelope) = events::entry_fields(fields).next()?;
+            (field == "e").then_some((id, envelope))
         })
         .collect()
 }
